@@ -1,0 +1,148 @@
+"""Configs as plain dataclasses: defaults <- YAML file <- ``a.b=c`` overrides, checked by OmegaConf.
+
+Unknown keys and wrong types are ``ConfigError``s that name the key. The bundle stores the same schema.
+Free-form ``options`` dicts are passed to a plugin as keyword arguments; the plugin validates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class LLMConfig:
+    name_or_path: str = "lmsys/vicuna-7b-v1.5"  # hub id, local dir, or a dir inside the bundle
+    tokenizer: Optional[str] = None  # defaults to name_or_path
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    signal_hidden_layer: int = -1  # which hidden layer feeds the output / retrieval projections
+
+
+@dataclass
+class InputProjectionConfig:
+    kind: str = "mlp"  # linear | mlp (LLaVA-1.5's 2-layer GELU MLP)
+
+
+@dataclass
+class OutputProjectionConfig:
+    kind: str = "transformer"  # transformer (NExT-GPT) | linear
+    width: int = 512
+    layers: int = 2
+    heads: int = 4
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "clip"  # registry name (`anymodal list encoders`) or "package.module:Class"
+    name_or_path: str = "openai/clip-vit-large-patch14"
+    options: dict[str, Any] = field(default_factory=dict)
+    projection: InputProjectionConfig = field(default_factory=InputProjectionConfig)
+
+
+@dataclass
+class DecoderConfig:
+    name: str = "stable-diffusion"  # registry name (`anymodal list decoders`) or "package.module:Class"
+    name_or_path: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    num_tokens: int = 4  # k signal tokens [IMG0]..[IMG{k-1}]
+    condition_shape: list[int] = field(default_factory=list)  # filled from the decoder when first built
+    load_options: dict[str, Any] = field(default_factory=dict)  # e.g. {torch_dtype: float16}
+    decode_options: dict[str, Any] = field(default_factory=dict)  # defaults for decode(): steps, guidance, ...
+    projection: OutputProjectionConfig = field(default_factory=OutputProjectionConfig)
+
+
+@dataclass
+class RetrievalConfig:
+    enabled: bool = False
+    name: str = "faiss"  # registry name of the retriever
+    name_or_path: Optional[str] = None  # index folder (`anymodal index build`)
+    dim: int = 0  # query width; filled from the index when first built
+    top_k: int = 1
+
+
+@dataclass
+class PromptConfig:
+    """How turns become one string (Vicuna v1.1 style by default, as NExT-GPT)."""
+
+    system: str = ""
+    user: str = "USER: "
+    assistant: str = "ASSISTANT: "
+    separator: str = "\n"
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_media_per_answer: int = 4  # signal blocks + [RET] in one answer
+    retrieval_k: int = 1
+
+
+@dataclass
+class ModelConfig:
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    encoders: dict[str, EncoderConfig] = field(default_factory=dict)  # keyed by modality: image, audio, ...
+    decoders: dict[str, DecoderConfig] = field(default_factory=dict)  # keyed by modality: image, audio, video
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    speech_units: int = 0  # K speech unit tokens <u0>..<u{K-1}>; 0 = no speech
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+T = TypeVar("T")
+
+
+def build(schema: type[T], *sources: Any, overrides: list[str] | None = None) -> T:
+    """Merge ``sources`` (dicts, dataclasses, YAML paths) and ``a.b=c`` overrides over ``schema``'s
+    defaults. Unknown keys and wrong types raise ``ConfigError`` naming the key."""
+    try:
+        merged = OmegaConf.structured(schema)
+        for source in sources:
+            if isinstance(source, (str, Path)):
+                source = _read_yaml(Path(source))
+            merged = OmegaConf.merge(merged, source)
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"bad config key {key!r}: {_first_line(e)}. Check its spelling and type against "
+                          f"{schema.__name__} in anymodal/config.py") from None
+
+
+def to_dict(config: Any) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+def save_yaml(config: Any, path: str | Path) -> None:
+    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        return OmegaConf.load(path)
+    except Exception as e:  # yaml.YAMLError and friends
+        raise ConfigError(f"config file {path} is not valid YAML: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

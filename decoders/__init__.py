@@ -1,0 +1,1 @@
+"""anymodal plugin package: decoders and retrievers found through the `anymodal.decoders` entry points."""

@@ -1,0 +1,1 @@
+"""anymodal plugin package: encoders found through the `anymodal.encoders` entry points."""
