@@ -1,0 +1,1 @@
+"""Subcommands of the `anymodal` CLI, one module each, registered in anymodal/cli.py."""
