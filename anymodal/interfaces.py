@@ -83,3 +83,15 @@ class Projection(Protocol):
     out_dim: int
 
     def forward(self, features: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class DispatchListener(Protocol):
+    """Told about every signal the model dispatches inside ``generate`` (a decoder run, a retrieval), so
+    that tracing (e.g. langchain callbacks, as tool runs) shows which decoders ran."""
+
+    def on_dispatch_start(self, name: str, inputs: dict[str, Any]) -> Any: ...  # returns a run handle
+
+    def on_dispatch_end(self, handle: Any, outputs: dict[str, Any]) -> None: ...
+
+    def on_dispatch_error(self, handle: Any, error: BaseException) -> None: ...
