@@ -72,7 +72,7 @@ class RetrievalConfig:
     name: str = "faiss"  # registry name of the retriever
     name_or_path: Optional[str] = None  # index folder (`anymodal index build`)
     dim: int = 0  # query width; filled from the index when first built
-    top_k: int = 1
+    projection: OutputProjectionConfig = field(default_factory=lambda: OutputProjectionConfig(kind="linear"))
 
 
 @dataclass
