@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from langchain_core.callbacks import CallbackManagerForToolRun
+from langchain_core.callbacks import CallbackManager, CallbackManagerForToolRun
 
 from ..media import Media, Retrieved, Units
 
@@ -21,7 +21,11 @@ class CallbackDispatchListener:
     (the run manager of the chat-model call or tool call that invoked the model)."""
 
     def __init__(self, run_manager: Any):
-        self.callbacks = run_manager.get_child()
+        # what ParentRunManager.get_child does; LLM run managers lack it, but an LLM run may parent runs too
+        self.callbacks = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+        self.callbacks.set_handlers(run_manager.inheritable_handlers)
+        self.callbacks.add_tags(run_manager.inheritable_tags)
+        self.callbacks.add_metadata(run_manager.inheritable_metadata)
 
     def on_dispatch_start(self, name: str, inputs: dict[str, Any]) -> CallbackManagerForToolRun:
         summary = {key: summarize(value) for key, value in inputs.items()}

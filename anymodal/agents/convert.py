@@ -6,6 +6,7 @@ holds its data one of three ways:
 
     base64    {"type": "image", "base64": "...", "mime_type": "image/png"}   (data: URLs normalise to this)
     path      {"type": "image", "url": "/abs/cat.png"}  or  "file:///abs/cat.png"
+    data URL  {"type": "image", "url": "data:image/png;base64,..."}
     web URL   {"type": "image", "url": "https://..."}   -> MediaError: anymodal never touches the network
 
 Generated media go the other way as base64 blocks (image/png, audio/wav, video/mp4) or, given a
@@ -96,6 +97,11 @@ def _media_from_url(block: dict[str, Any]) -> Media:
     if parsed.scheme in ("http", "https", "ftp", "s3", "gs"):
         raise MediaError(f"{block['type']} block points to the web ({url}); anymodal works offline and does not "
                          f"download: fetch the file yourself and pass a local path or base64 data")
+    if parsed.scheme == "data":  # data:<mime>;base64,<data>
+        header, _, data = url[len("data:"):].partition(",")
+        if not header.endswith(";base64"):
+            raise MediaError(f"{block['type']} block has a data: URL that is not base64; use data:<mime>;base64,<data>")
+        return _media_from_base64({"type": block["type"], "base64": data, "mime_type": header[: -len(";base64")] or None})
     if parsed.scheme == "file":
         path = Path(unquote(parsed.path))
     elif parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive, not a scheme
