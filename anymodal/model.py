@@ -289,7 +289,7 @@ class AnyModalModel(nn.Module):
             if self.retriever is None:
                 raise ConfigError("the answer holds [RET] but no index is attached; set retrieval.name_or_path "
                                   "or call attach_retriever()")
-            queries = self.retrieval_projection(torch.stack([h for _, _, h in ret_requests]).float())  # [n, dim]
+            queries = self.retrieval_projection(torch.stack([h for _, _, h in ret_requests])[:, None].float())  # [n, dim]
             found = _traced(listener, "retrieve", {"queries": len(ret_requests), "k": gen.retrieval_k},
                             lambda: self.retriever.search(queries, gen.retrieval_k))
             for (row, j, _), items in zip(ret_requests, found):
@@ -327,7 +327,7 @@ class AnyModalModel(nn.Module):
             cfg.save_yaml(self.config, tmp / "anymodal.yaml")
             self.tokenizer.save_pretrained(tmp / "tokenizer")
             if isinstance(self.llm, PeftModel):
-                self.llm.save_pretrained(tmp / "adapter")
+                self.llm.save_pretrained(tmp / "adapter", save_embedding_layers=False)  # new rows: new_tokens.safetensors
             save_file(self.trainable_state(), tmp / "projections.safetensors")
             ids = list(self.protocol.ids.values())
             rows = token_rows(self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm, ids)

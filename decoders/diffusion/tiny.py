@@ -1,0 +1,50 @@
+"""Tiny random pipeline parts for tests and the toy world, built offline the way diffusers' own fast tests do.
+
+diffusers' tests download ``hf-internal-testing`` tokenizers; we cannot, so the tokenizers here are built
+from a byte-level vocabulary with no merges (one token per byte): real tokenizer classes, saved and
+reloaded in their published layout, just with a tiny vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffusers import DDIMScheduler
+from tokenizers.pre_tokenizers import ByteLevel
+from transformers import CLIPTokenizer, RobertaTokenizer
+
+from anymodal.errors import ConfigError
+
+# Stable Diffusion's own scheduler settings (scaled-linear betas), as in the published scheduler_config.json
+SD_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                    set_alpha_to_one=False, steps_offset=1)
+
+
+def merge_spec(defaults: dict[str, Any], spec: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    """``defaults`` updated by ``spec``; an unknown key is a ConfigError listing the known ones."""
+    spec = dict(spec or {})
+    unknown = sorted(set(spec) - set(defaults))
+    if unknown:
+        raise ConfigError(f"unknown {what} option(s) {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **spec}
+
+
+def tiny_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(**SD_SCHEDULER)
+
+
+def tiny_clip_tokenizer(max_length: int = 77) -> CLIPTokenizer:
+    """CLIP BPE tokenizer over single bytes; ids 0/1 are <|startoftext|>/<|endoftext|> (also the pad)."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in sorted(ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+        vocab[char + "</w>"] = len(vocab)  # CLIP marks the last piece of each word
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+
+
+def tiny_roberta_tokenizer(max_length: int = 77) -> RobertaTokenizer:
+    """RoBERTa byte-level tokenizer (the one CLAP uses) over single bytes; ids 0/1/2 are <s>/<pad>/</s>."""
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+    for char in sorted(ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+    return RobertaTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
