@@ -167,7 +167,7 @@ def _cut_at_stop(parts: list[Part], stops: list[str] | None) -> list[Part]:
     kept, seen = [], 0
     for part in parts:
         if isinstance(part, str):
-            if seen + len(part) >= cut:
+            if cut < seen + len(part):
                 if cut > seen:
                     kept.append(part[: cut - seen])
                 return kept
