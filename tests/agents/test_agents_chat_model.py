@@ -6,6 +6,7 @@ import io as pyio
 import pytest
 import torch
 from langchain_core.messages import AIMessageChunk, HumanMessage
+from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 from PIL import Image as PILImage
 
@@ -14,7 +15,10 @@ from anymodal.agents.chat_model import ChatAnyModal, _cut_at_stop
 from anymodal.media import Image, Retrieved
 
 
-class TestChatAnyModalStandard(ChatModelUnitTests):
+class TinyChatParams:
+    """Both standard suites run against the tiny local model; the multimodal cases download media from
+    the web, so they are off here and covered offline below."""
+
     @pytest.fixture(autouse=True)
     def _model(self, bare_model):
         self.anymodal = bare_model
@@ -27,22 +31,22 @@ class TestChatAnyModalStandard(ChatModelUnitTests):
     def chat_model_params(self):
         return {"model": self.anymodal, "model_name": "tiny-anymodal"}
 
-    @property
-    def returns_usage_metadata(self):
-        return True
+    returns_usage_metadata = True
+    supports_image_inputs = supports_image_urls = supports_audio_inputs = supports_video_inputs = False
+    supports_pdf_inputs = supports_image_tool_message = supports_pdf_tool_message = False
+    supports_anthropic_inputs = False
 
-    # the suite's multimodal cases download media from the web: covered offline below instead
-    @property
-    def supports_image_inputs(self):
-        return False
+
+class TestChatAnyModalStandard(TinyChatParams, ChatModelUnitTests):
+    pass
+
+
+class TestChatAnyModalOfflineIntegration(TinyChatParams, ChatModelIntegrationTests):
+    """The integration suite needs no network here: it runs against the tiny local model."""
 
     @property
-    def supports_audio_inputs(self):
-        return False
-
-    @property
-    def supports_video_inputs(self):
-        return False
+    def chat_model_params(self):
+        return {**super().chat_model_params, "max_tokens": 8}
 
 
 def image(seed=0):
@@ -130,3 +134,4 @@ def test_a_bundle_folder_loads_through_from_pretrained(bare_model, tmp_path):
     chat = ChatAnyModal(model=str(tmp_path / "bundle"), max_tokens=4)
     assert chat.model_name == str(tmp_path / "bundle")
     assert chat.invoke("hello").usage_metadata["output_tokens"] <= 4
+
