@@ -16,6 +16,7 @@ bad input or a failing decoder comes back as the tool result (``status="error"``
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -41,10 +42,12 @@ class MediaStore:
 
     def __init__(self):
         self.items: dict[str, Media] = {}
+        self._lock = threading.Lock()  # batched agent runs share one store
 
     def add(self, media: Media) -> str:
-        handle = f"media://{media.modality.value}/{len(self.items) + 1}"
-        self.items[handle] = media
+        with self._lock:
+            handle = f"media://{media.modality.value}/{len(self.items) + 1}"
+            self.items[handle] = media
         return handle
 
     def resolve(self, reference: str) -> Media:

@@ -122,3 +122,10 @@ def test_pipeline_inputs_normalise_to_messages():
     messages = to_messages([("system", "be brief"), Turn.user("look", picture), "hi"])
     assert [m.type for m in messages] == ["system", "human", "human"]
     assert [b["type"] for b in messages[1].content_blocks] == ["text", "image"]
+
+
+async def test_pipelines_run_under_asyncio(bare_model):
+    reply = await assistant(bare_model, max_tokens=3).ainvoke("hello")
+    assert reply.usage_metadata["output_tokens"] <= 3
+    result = await agent(planner(AIMessage("nothing to do")), anymodal_tools(bare_model)).ainvoke("hi")
+    assert result["stop_reason"] == "answered" and result["steps"] == 1
