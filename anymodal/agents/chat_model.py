@@ -9,19 +9,23 @@ is decoded, then a last chunk (``chunk_position="last"``) with the usage metadat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, model_validator
 
 from ..media import Part, Response, Turn
 from .callbacks import CallbackDispatchListener
 from .convert import messages_to_conversation, part_to_block, response_to_message
+from .tool_calling import forced_prefill, parse_tool_calls, render_tools
 
 
 class ChatAnyModal(BaseChatModel):
@@ -42,6 +46,7 @@ class ChatAnyModal(BaseChatModel):
     media_dir: str | None = None
     generation: dict[str, Any] = Field(default_factory=dict)  # other GenerationConfig overrides, e.g. retrieval_k
     streaming: bool = False
+    disable_streaming: bool | Literal["tool_calling"] = "tool_calling"  # calls are parsed from the whole answer
 
     @model_validator(mode="after")
     def _load(self) -> "ChatAnyModal":
@@ -77,24 +82,38 @@ class ChatAnyModal(BaseChatModel):
             params["ls_stop"] = stop or self.stop
         return params
 
+    def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable | BaseTool], *,
+                   tool_choice: str | dict | bool | None = None, **kwargs: Any) -> Runnable:
+        """Offer ``tools`` to the model in the ``<tool_call>`` text format (tool_calling.py); ``tool_choice``
+        "auto" (default), "none", "any" / "required", or a tool name forces the answer's start."""
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], tool_choice=tool_choice, **kwargs)
+
     # ------------------------------------------------------------------------------------ one answer
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        conversation, options = self._prepare(messages, kwargs)
-        response = self.model.generate(conversation, prefill=self.prefill, listener=_listener(run_manager), **options)
+        conversation, options, prefill = self._prepare(messages, kwargs)
+        response = self.model.generate(conversation, prefill=prefill, listener=_listener(run_manager), **options)
         parts = _cut_at_stop(response.parts, stop or self.stop)
-        usage = self._usage(conversation, len(response.token_ids))
+        calls: dict[str, list] = {"tool_calls": [], "invalid_tool_calls": []}
+        if kwargs.get("tools"):  # lift <tool_call> spans out of the text
+            for i, part in enumerate(parts):
+                if isinstance(part, str):
+                    parts[i], found, invalid = parse_tool_calls(part)
+                    calls["tool_calls"] += found
+                    calls["invalid_tool_calls"] += invalid
+            parts = [p for p in parts if p != ""]
+        usage = self._usage(conversation, prefill, len(response.token_ids))
         message = response_to_message(Response(parts), self.media_dir, usage_metadata=usage,
-                                      response_metadata=self._metadata())
+                                      response_metadata=self._metadata(), **calls)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        conversation, options = self._prepare(messages, kwargs)
+        conversation, options, prefill = self._prepare(messages, kwargs)
         stops = stop or self.stop or []
         holdback = max((len(s) for s in stops), default=1) - 1  # a stop sequence may straddle two pieces
         pending, text, stopped, index = "", "", False, 0
-        for part in self.model.stream(conversation, prefill=self.prefill, listener=_listener(run_manager), **options):
+        for part in self.model.stream(conversation, prefill=prefill, listener=_listener(run_manager), **options):
             if stopped:
                 continue  # let generation finish, emit nothing after the stop sequence
             if isinstance(part, str):
@@ -118,14 +137,15 @@ class ChatAnyModal(BaseChatModel):
             text += pending
             yield self._chunk({"type": "text", "text": pending, "index": index}, run_manager, pending)
         # streamed text arrives without its token ids: the usage counts the text re-encoded
-        output_tokens = len(self.model.tokenizer.encode(self.prefill + text, add_special_tokens=False))
-        last = AIMessageChunk(content=[], usage_metadata=self._usage(conversation, output_tokens),
+        output_tokens = len(self.model.tokenizer.encode(prefill + text, add_special_tokens=False))
+        last = AIMessageChunk(content=[], usage_metadata=self._usage(conversation, prefill, output_tokens),
                               response_metadata=self._metadata(), chunk_position="last")
         yield ChatGenerationChunk(message=last)
 
     # ------------------------------------------------------------------------------------ helpers
-    def _prepare(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[list[Turn], dict[str, Any]]:
-        """Messages -> turns, and per-call options -> GenerationConfig overrides."""
+    def _prepare(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[list[Turn], dict[str, Any], str]:
+        """Messages -> turns (led by the tool schemas when tools are bound), per-call options ->
+        GenerationConfig overrides, and the answer's forced start."""
         temperature = kwargs.get("temperature", self.temperature)
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
         options: dict[str, Any] = dict(self.generation)
@@ -133,10 +153,15 @@ class ChatAnyModal(BaseChatModel):
             options["max_new_tokens"] = max_tokens
         if temperature is not None:
             options.update(do_sample=temperature > 0, temperature=temperature or 1.0)
-        return messages_to_conversation(messages), options
+        conversation, prefill = messages_to_conversation(messages), self.prefill
+        tools, choice = kwargs.get("tools"), kwargs.get("tool_choice")
+        if tools and choice != "none":
+            conversation = [Turn(render_tools(tools), role="system"), *conversation]
+            prefill = forced_prefill(choice) or prefill
+        return conversation, options, prefill
 
-    def _usage(self, conversation: list[Turn], output_tokens: int) -> dict[str, int]:
-        example = self.model.processor.encode(conversation, add_generation_prompt=True, prefill=self.prefill)
+    def _usage(self, conversation: list[Turn], prefill: str, output_tokens: int) -> dict[str, int]:
+        example = self.model.processor.encode(conversation, add_generation_prompt=True, prefill=prefill)
         input_tokens = len(example.input_ids) - len(example.prefill_ids)  # media count as their expanded tokens
         return {"input_tokens": input_tokens, "output_tokens": output_tokens,
                 "total_tokens": input_tokens + output_tokens}

@@ -30,6 +30,7 @@ from .. import io
 from ..errors import MediaError
 from ..media import Media, Modality, Part, Response, Retrieved, Turn, Units
 from ..tokens import INPUT_MODALITIES, placeholder
+from .tool_calling import render_call
 
 MEDIA_BLOCK_TYPES = {"image": Modality.IMAGE, "audio": Modality.AUDIO, "video": Modality.VIDEO}
 # what a generated item is written as: one lossless-or-standard container per modality
@@ -45,7 +46,7 @@ MIME_SUFFIX = {
     "video/x-matroska": ".mkv",
 }
 # blocks that describe the conversation's mechanics, not its content: not part of a Turn
-NON_CONTENT_BLOCKS = {"reasoning", "tool_call", "tool_call_chunk", "invalid_tool_call", "server_tool_call",
+NON_CONTENT_BLOCKS = {"reasoning", "tool_call_chunk", "invalid_tool_call", "server_tool_call",
                       "server_tool_call_chunk", "server_tool_result"}
 ROLE_OF = {"human": "user", "ai": "assistant", "system": "system", "tool": "user"}
 UNITS_KEY = "anymodal_speech_units"
@@ -206,7 +207,8 @@ def block_to_part(block: dict[str, Any]) -> Part:
 # ------------------------------------------------------------------------------------ messages <-> turns
 def message_to_turn(message: BaseMessage) -> Turn:
     """A langchain message -> a Turn whose text holds one placeholder per media block, in order.
-    Tool results become user turns that name the tool; tool-call and reasoning blocks are dropped."""
+    Tool results become user turns that name the tool; the assistant's tool calls are written out in the
+    ``<tool_call>`` format (tool_calling.py); reasoning blocks are dropped."""
     role = ROLE_OF.get(message.type)
     if role is None:
         raise MediaError(f"cannot turn a {message.type!r} message into a turn; use human, ai, system or tool messages")
@@ -215,6 +217,9 @@ def message_to_turn(message: BaseMessage) -> Turn:
     if isinstance(message, ToolMessage):
         texts.append(f"[result of tool {message.name or message.tool_call_id}] ")
     for block in message.content_blocks:
+        if block.get("type") == "tool_call":  # the planner's own earlier calls, as it would have written them
+            texts.append(render_call(block))
+            continue
         if block.get("type") in NON_CONTENT_BLOCKS:
             continue
         part = block_to_part(block)
@@ -259,7 +264,8 @@ def response_to_message(response: Response, directory: str | Path | None = None,
 
 def message_to_response(message: BaseMessage) -> Response:
     """The inverse of ``response_to_message`` (media are decoded from base64 or read from their files)."""
-    parts = [block_to_part(b) for b in message.content_blocks if b.get("type") not in NON_CONTENT_BLOCKS]
+    content = [b for b in message.content_blocks if b.get("type") not in NON_CONTENT_BLOCKS and b["type"] != "tool_call"]
+    parts = [block_to_part(b) for b in content]
     return Response(parts=parts)
 
 

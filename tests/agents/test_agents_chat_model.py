@@ -48,6 +48,9 @@ class TestChatAnyModalOfflineIntegration(TinyChatParams, ChatModelIntegrationTes
     def chat_model_params(self):
         return {**super().chat_model_params, "max_tokens": 8}
 
+    # a random tiny model cannot choose tools: tool calling is covered by test_agents_tool_calling.py
+    has_tool_calling = False
+
 
 def image(seed=0):
     return Image(torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(seed)))
