@@ -45,12 +45,15 @@ def _chat(model: Any, **options: Any) -> ChatAnyModal:
     return model.model_copy(update=options) if isinstance(model, ChatAnyModal) else ChatAnyModal(model=model, **options)
 
 
+def _pipeline(chat: ChatAnyModal, name: str) -> Runnable:
+    return (RunnableLambda(to_messages, name="to_messages") | chat).with_config(run_name=name)
+
+
 # ------------------------------------------------------------------------------------ chat pipelines
 def assistant(model: Any, **options: Any) -> Runnable:
     """The any-to-any model as a chat pipeline. ``model``: an AnyModalModel, a bundle folder or a
     ChatAnyModal; ``options`` are ChatAnyModal fields (max_tokens, temperature, prefill, media_dir, ...)."""
-    return (RunnableLambda(to_messages, name="to_messages") | _chat(model, **options)).with_config(
-        run_name="anymodal_assistant")
+    return _pipeline(_chat(model, **options), "anymodal_assistant")
 
 
 def speech_assistant(model: Any, **options: Any) -> Runnable:
@@ -64,7 +67,7 @@ def speech_assistant(model: Any, **options: Any) -> Runnable:
                           "this bundle has none. Speech bundles and speech-to-units come with issue 6 (anymodal.speech)")
     if Modality.AUDIO.value not in chat.model.encoders:
         log.warning("this model has no audio encoder: speech_assistant takes text in and answers in speech")
-    return (RunnableLambda(to_messages, name="to_messages") | chat).with_config(run_name="anymodal_speech_assistant")
+    return _pipeline(chat, "anymodal_speech_assistant")
 
 
 def retrieval_chat(model: Any, index: Any = None, k: int | None = None, **options: Any) -> Runnable:
@@ -83,7 +86,7 @@ def retrieval_chat(model: Any, index: Any = None, k: int | None = None, **option
         anymodal.attach_retriever(retriever_cls.from_pretrained(str(index)), str(index))
     elif index is not None:
         anymodal.attach_retriever(index)
-    return (RunnableLambda(to_messages, name="to_messages") | chat).with_config(run_name="anymodal_retrieval_chat")
+    return _pipeline(chat, "anymodal_retrieval_chat")
 
 
 # ------------------------------------------------------------------------------------ the agent loop
@@ -140,8 +143,8 @@ class Agent(Runnable[Any, AddableDict]):
     def _call_tool(self, call: dict[str, Any], config: RunnableConfig) -> ToolMessage:
         name, call_id = call.get("name"), call.get("id") or ""
         if call.get("invalid"):
-            return _error(call_id, name, f"could not read the arguments of {name}: {call.get('error')}; "
-                                         f"send them as a JSON object")
+            return _error(call_id, name, f"could not read the call to {name or 'a tool'}: {call.get('error')}; "
+                                         f"send the arguments as a JSON object")
         if name not in self.tools:
             return _error(call_id, name, f"unknown tool {name!r}; available tools: {', '.join(self.tools)}")
         try:

@@ -129,7 +129,6 @@ class AnyModalTool(BaseTool):
         raise NotImplementedError
 
     # helpers for subclasses
-
     def require(self, available: bool, missing: str) -> None:
         if not available:
             raise ToolException(f"{self.name} is unavailable: {missing}")
