@@ -11,11 +11,11 @@ from .data import (load_and_transform_audio_data, load_and_transform_depth_data,
                    load_and_transform_text, load_and_transform_thermal_data, load_and_transform_video_data,
                    load_and_transform_vision_data, read_depth_map, read_imu_csv)
 from .encoder import ImageBindEncoder
-from .model import HUGE, ImageBindModel, ModalityType
+from .model import HUGE, TINY, ImageBindModel, ModalityType
 
 __all__ = [
     "CHECKPOINT_URL", "DEFAULT_CHECKPOINT", "HUGE", "ImageBindEncoder", "ImageBindModel", "ModalityType",
     "imagebind_huge", "load_and_transform_audio_data", "load_and_transform_depth_data", "load_and_transform_imu_data",
     "load_and_transform_text", "load_and_transform_thermal_data", "load_and_transform_video_data",
-    "load_and_transform_vision_data", "load_imagebind", "read_depth_map", "read_imu_csv", "save_checkpoint",
+    "load_and_transform_vision_data", "load_imagebind", "read_depth_map", "read_imu_csv", "save_checkpoint", "TINY",
 ]

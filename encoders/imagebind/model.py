@@ -32,6 +32,12 @@ IMU_CHANNELS, IMU_SAMPLES = 6, 2000  # accelerometer + gyroscope xyz, 10 s at 20
 HUGE = dict(vision_embed_dim=1280, vision_num_blocks=32, vision_num_heads=16, text_embed_dim=1024,
             text_num_blocks=24, text_num_heads=16, out_embed_dim=1024, audio_drop_path=0.1, imu_drop_path=0.7)
 
+# tests and the toy world: the same structure at width 32, one block per tower (1.8M values, mostly text vocab)
+TINY = dict(out_embed_dim=32, vision_embed_dim=32, vision_num_blocks=1, vision_num_heads=2, audio_embed_dim=32,
+            audio_num_blocks=1, audio_num_heads=2, text_embed_dim=32, text_num_blocks=1, text_num_heads=2,
+            depth_embed_dim=32, depth_num_blocks=1, depth_num_heads=2, thermal_embed_dim=32, thermal_num_blocks=1,
+            thermal_num_heads=2, imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=2)
+
 # each modality's temperature after normalisation (text's is learned); vision has none
 LOGIT_SCALES = {"vision": None, "text": 1 / 0.07, "audio": 20.0, "depth": 5.0, "thermal": 10.0, "imu": 5.0}
 
@@ -64,13 +70,13 @@ class ImageBindModel(nn.Module):
             ImageToClip(video_frames),
             nn.Conv3d(3, vision_embed_dim, kernel_size=kernel_size, stride=kernel_size, bias=False)))
         self.modality_preprocessors = nn.ModuleDict({
-            V: PatchTokenizer(vision_stem, (3, video_frames, IMAGE_SIZE, IMAGE_SIZE)),
+            V: PatchTokenizer(V, vision_stem, (3, video_frames, IMAGE_SIZE, IMAGE_SIZE)),
             T: TextTokenizer(TEXT_VOCAB_SIZE, TEXT_CONTEXT_LENGTH, text_embed_dim),
-            A: PatchTokenizer(_conv_stem(1, audio_embed_dim, audio_kernel_size, audio_stride),
+            A: PatchTokenizer(A, _conv_stem(1, audio_embed_dim, audio_kernel_size, audio_stride),
                               (1, audio_num_mel_bins, audio_target_len)),
-            D: PatchTokenizer(_conv_stem(1, depth_embed_dim, depth_kernel_size, depth_kernel_size),
+            D: PatchTokenizer(D, _conv_stem(1, depth_embed_dim, depth_kernel_size, depth_kernel_size),
                               (1, IMAGE_SIZE, IMAGE_SIZE), stem_name="depth_stem"),
-            TH: PatchTokenizer(_conv_stem(1, thermal_embed_dim, thermal_kernel_size, thermal_kernel_size),
+            TH: PatchTokenizer(TH, _conv_stem(1, thermal_embed_dim, thermal_kernel_size, thermal_kernel_size),
                                (1, IMAGE_SIZE, IMAGE_SIZE)),
             I: IMUTokenizer(imu_embed_dim, imu_kernel_size, IMU_CHANNELS, IMU_SAMPLES),
         })

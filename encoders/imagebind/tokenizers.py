@@ -63,13 +63,15 @@ class LearnedPositions(nn.Module):
         self.num_patches = math.prod(grid)
         self.pos_embed = nn.Parameter(torch.randn(1, num_cls + self.num_patches, dim) * dim ** -0.5)
 
+    @property
+    def resizable(self) -> bool:
+        """Only a square 2-D grid (one frame) can be resized, as in the reference."""
+        return math.prod(self.grid[:-2]) == 1 and self.grid[-2] == self.grid[-1]
+
     def forward(self, num_patches: int) -> torch.Tensor:  # -> [1, num_cls + num_patches, D]
         if num_patches == self.num_patches:
             return self.pos_embed
         side = self.grid[-1]
-        if math.prod(self.grid[:-2]) != 1 or self.grid[-2] != side:
-            raise MediaError(f"this input gives {num_patches} patches where the model was built for "
-                             f"{self.num_patches} {tuple(self.grid)}; resize the input to the training size")
         cls_pos, patch_pos = self.pos_embed[:, :self.num_cls], self.pos_embed[:, self.num_cls:]
         grid = patch_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)  # [1, D, side, side]
         grid = F.interpolate(grid.float(), scale_factor=math.sqrt(num_patches / self.num_patches), mode="bicubic")
@@ -80,13 +82,14 @@ class LearnedPositions(nn.Module):
 class PatchTokenizer(nn.Module):
     """Vision (images and clips), depth, thermal and audio spectrograms: stem -> [CLS] + patches -> + positions.
 
-    ``stem_name`` is where the checkpoint keeps the stem (``rgbt_stem`` for vision, thermal and audio,
-    ``depth_stem`` for depth); ``input_shape`` is one item at the training size, e.g. ``(3, 2, 224, 224)``.
+    ``name`` is the modality (for error messages); ``stem_name`` is where the checkpoint keeps the stem
+    (``rgbt_stem`` for vision, thermal and audio, ``depth_stem`` for depth); ``input_shape`` is one item at
+    the training size, e.g. ``(3, 2, 224, 224)``.
     """
 
-    def __init__(self, stem: PatchStem, input_shape: tuple[int, ...], stem_name: str = "rgbt_stem"):
+    def __init__(self, name: str, stem: PatchStem, input_shape: tuple[int, ...], stem_name: str = "rgbt_stem"):
         super().__init__()
-        self.stem_name, self.input_shape = stem_name, tuple(input_shape)
+        self.name, self.stem_name, self.input_shape = name, stem_name, tuple(input_shape)
         self.add_module(stem_name, stem)
         conv = stem.proj[-1] if isinstance(stem.proj, nn.Sequential) else stem.proj
         grid = tuple((n - k) // s + 1 for n, k, s in zip(input_shape[1:], conv.kernel_size, conv.stride))
@@ -95,12 +98,17 @@ class PatchTokenizer(nn.Module):
         self.pos_embedding_helper = LearnedPositions(grid, num_cls=1, dim=dim)
 
     def forward(self, x: torch.Tensor) -> Tokens:  # [B, C, (T,) H, W]
+        expected = f"[B, {', '.join(map(str, self.input_shape))}]"
         if x.ndim not in (4, 5) or x.shape[1] != self.in_channels:
-            raise MediaError(f"{self.stem_name.split('_')[0]} input needs shape [B, {self.in_channels}, ...] like "
-                             f"[B, {', '.join(map(str, self.input_shape))}], got {tuple(x.shape)}")
+            raise MediaError(f"{self.name} input needs shape [B, {self.in_channels}, ...] like {expected}, "
+                             f"got {tuple(x.shape)}")
         patches = getattr(self, self.stem_name)(x)  # [B, N, D]
+        positions = self.pos_embedding_helper
+        if patches.shape[1] != positions.num_patches and not positions.resizable:
+            raise MediaError(f"{self.name} input of shape {tuple(x.shape)} gives {patches.shape[1]} patches where "
+                             f"the model was built for {positions.num_patches} {positions.grid}; use {expected}")
         tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), patches], dim=1)  # [B, 1 + N, D]
-        return Tokens(tokens + self.pos_embedding_helper(patches.shape[1]))
+        return Tokens(tokens + positions(patches.shape[1]))
 
 
 class TextTokenizer(nn.Module):
