@@ -119,6 +119,14 @@ def read_imu_csv(path) -> torch.Tensor:
     return torch.from_numpy(rows.T.copy())
 
 
+def read_thermal_image(path):
+    """(ours) A single-channel thermal image (8 or 16 bit) -> an 8-bit grayscale PIL image."""
+    from PIL import Image as PILImage
+
+    pixels, full_scale = _open_single_channel(path)
+    return PILImage.fromarray(np.clip(pixels / full_scale * 255.0, 0, 255).round().astype(np.uint8))
+
+
 def load_and_transform_depth_data(depth_paths, device, depth_scale: float = 1000.0) -> torch.Tensor | None:
     """(ours) Depth images -> disparity [B, 1, 224, 224]."""
     if depth_paths is None:
@@ -130,14 +138,7 @@ def load_and_transform_thermal_data(thermal_paths, device) -> torch.Tensor | Non
     """(ours) Grayscale thermal images -> [B, 1, 224, 224] in [0, 1]."""
     if thermal_paths is None:
         return None
-    return torch.stack([transform_thermal(_thermal_image(p)) for p in thermal_paths]).to(device)
-
-
-def _thermal_image(path):
-    from PIL import Image as PILImage
-
-    pixels, full_scale = _open_single_channel(path)
-    return PILImage.fromarray(np.clip(pixels / full_scale * 255.0, 0, 255).round().astype(np.uint8))
+    return torch.stack([transform_thermal(read_thermal_image(p)) for p in thermal_paths]).to(device)
 
 
 def load_and_transform_imu_data(imu_paths, device, num_samples: int = 2000) -> torch.Tensor | None:
