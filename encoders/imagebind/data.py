@@ -36,17 +36,16 @@ def load_and_transform_text(text, device) -> torch.Tensor | None:
 
 def load_and_transform_audio_data(audio_paths, device, num_mel_bins=128, target_length=204, sample_rate=16000,
                                   clip_duration=2, clips_per_video=3, mean=-4.268, std=9.138) -> torch.Tensor | None:
-    """Audio files -> [B, clips_per_video, 1, num_mel_bins, target_length] (resampled to 16 kHz)."""
+    """Audio files -> [B, clips_per_video, 1, num_mel_bins, target_length] (resampled to ``sample_rate``)."""
     if audio_paths is None:
         return None
-    if sample_rate != 16000:
-        raise MediaError(f"ImageBind's audio features are defined at 16000 Hz, got sample_rate={sample_rate}")
     outputs = []
     for path in audio_paths:
         audio = io.read_audio(path)
-        outputs.append(transform_audio(audio.waveform, audio.sample_rate, num_mel_bins=num_mel_bins,
-                                       target_length=target_length, clip_duration=clip_duration,
-                                       clips_per_video=clips_per_video, mean=mean, std=std, source=str(path)))
+        outputs.append(transform_audio(audio.waveform, audio.sample_rate, target_rate=sample_rate,
+                                       num_mel_bins=num_mel_bins, target_length=target_length,
+                                       clip_duration=clip_duration, clips_per_video=clips_per_video, mean=mean,
+                                       std=std, source=str(path)))
     return torch.stack(outputs).to(device)
 
 

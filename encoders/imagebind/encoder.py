@@ -113,7 +113,8 @@ class ImageBindEncoder(nn.Module):
             raise MediaError("ImageBind preprocess needs at least one item")
         kinds = {Modality.TEXT if isinstance(item, str) else getattr(item, "modality", None) for item in items}
         if len(kinds) != 1 or None in kinds:
-            raise MediaError(f"one modality per batch: got {sorted(str(k and k.value) for k in kinds)}; split the items")
+            names = sorted(str(kind and kind.value) for kind in kinds)
+            raise MediaError(f"one modality per batch: got {names}; split the items")
         modality = kinds.pop()
         if modality == Modality.TEXT:
             inputs = tokenize(items)  # [B, 77]
@@ -125,7 +126,8 @@ class ImageBindEncoder(nn.Module):
     def encode(self, batch: MediaBatch) -> torch.Tensor:
         """[B, 1, D] unit-length embeddings, comparable across modalities by dot product."""
         if batch.modality not in INPUT_KEYS:
-            raise MediaError(f"ImageBind does not encode {batch.modality.value}; it takes {[m.value for m in INPUT_KEYS]}")
+            known = [m.value for m in INPUT_KEYS]
+            raise MediaError(f"ImageBind does not encode {batch.modality.value}; it takes {known}")
         param = next(self.model.parameters())
         key = INPUT_KEYS[batch.modality]
         inputs = batch.to(param.device, param.dtype).tensors[key]

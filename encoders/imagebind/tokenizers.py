@@ -24,7 +24,7 @@ class Tokens(NamedTuple):
 
 
 class ImageToClip(nn.Module):
-    """[B, C, H, W] images -> [B, C, T, H, W] clips of ``frames`` copies, so images and video share one 3-D stem."""
+    """[B, C, H, W] images -> [B, C, T, H, W] clips of ``frames`` copies: images and video share one 3-D stem."""
 
     def __init__(self, frames: int):
         super().__init__()
@@ -39,7 +39,7 @@ class ImageToClip(nn.Module):
 
 
 class PatchStem(nn.Module):
-    """``proj`` (a convolution, or a linear layer on already windowed input) -> tokens [B, N, D] -> optional LayerNorm."""
+    """``proj`` (a convolution, or a linear layer on windowed input) -> tokens [B, N, D] -> optional LayerNorm."""
 
     def __init__(self, proj: nn.Module, norm_layer: nn.Module | None = None):
         super().__init__()

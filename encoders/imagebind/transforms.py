@@ -88,16 +88,18 @@ def clip_bounds(duration: float, clip_duration: float, clips_per_video: int) -> 
 # ----------------------------------------------------------------------------------------------- audio
 
 
-def resample(waveform: torch.Tensor, sample_rate: int, source: str | None = None) -> torch.Tensor:
-    """[C, N] at ``sample_rate`` -> [C, N'] at 16 kHz (torchaudio's sinc resampler), logged when it happens."""
-    if sample_rate == AUDIO_RATE:
+def resample(waveform: torch.Tensor, sample_rate: int, target_rate: int = AUDIO_RATE,
+             source: str | None = None) -> torch.Tensor:
+    """[C, N] at ``sample_rate`` -> [C, N'] at ``target_rate`` (torchaudio's sinc resampler), logged when it happens."""
+    if sample_rate == target_rate:
         return waveform
-    logger.info("%s: resampling audio from %d Hz to %d Hz", source or "audio", sample_rate, AUDIO_RATE)
-    return torchaudio.functional.resample(waveform, orig_freq=sample_rate, new_freq=AUDIO_RATE)
+    logger.info("%s: resampling audio from %d Hz to %d Hz", source or "audio", sample_rate, target_rate)
+    return torchaudio.functional.resample(waveform, orig_freq=sample_rate, new_freq=target_rate)
 
 
-def melspec(clip: torch.Tensor, num_mel_bins: int = 128, target_length: int = 204) -> torch.Tensor:
-    """One waveform clip [C, n] at 16 kHz -> log-mel filter bank [1, num_mel_bins, target_length].
+def melspec(clip: torch.Tensor, rate: int = AUDIO_RATE, num_mel_bins: int = 128,
+            target_length: int = 204) -> torch.Tensor:
+    """One waveform clip [C, n] at ``rate`` Hz -> log-mel filter bank [1, num_mel_bins, target_length].
 
     Kaldi fbank of the first channel (hanning window, 25 ms / 10 ms, no dither), frames zero padded or
     cut to ``target_length``. ``clip`` loses its mean in place: the reference does that to a view of the
@@ -105,29 +107,31 @@ def melspec(clip: torch.Tensor, num_mel_bins: int = 128, target_length: int = 20
     A clip shorter than one 25 ms window is zero padded to one window (the reference fails on it).
     """
     clip -= clip.mean()
-    window = AUDIO_RATE * FBANK_FRAME_MS // 1000
+    window = rate * FBANK_FRAME_MS // 1000
     if clip.shape[1] < window:
         clip = F.pad(clip, (0, window - clip.shape[1]))
     fbank = torchaudio.compliance.kaldi.fbank(
-        clip, htk_compat=True, sample_frequency=AUDIO_RATE, use_energy=False, window_type="hanning",
+        clip, htk_compat=True, sample_frequency=rate, use_energy=False, window_type="hanning",
         num_mel_bins=num_mel_bins, dither=0.0, frame_length=FBANK_FRAME_MS, frame_shift=FBANK_SHIFT_MS).T  # [M, F]
     if fbank.shape[1] < target_length:
         fbank = F.pad(fbank, (0, target_length - fbank.shape[1]))
     return fbank[None, :, :target_length]  # [1, M, target_length]
 
 
-def transform_audio(waveform: torch.Tensor, sample_rate: int, *, num_mel_bins: int = 128, target_length: int = 204,
-                    clip_duration: float = 2, clips_per_video: int = 3, mean: float = AUDIO_MEAN,
-                    std: float = AUDIO_STD, source: str | None = None) -> torch.Tensor:
-    """Waveform [C, N] -> normalised log-mel clips [clips_per_video, 1, num_mel_bins, target_length].
+def transform_audio(waveform: torch.Tensor, sample_rate: int, *, target_rate: int = AUDIO_RATE,
+                    num_mel_bins: int = 128, target_length: int = 204, clip_duration: float = 2,
+                    clips_per_video: int = 3, mean: float = AUDIO_MEAN, std: float = AUDIO_STD,
+                    source: str | None = None) -> torch.Tensor:
+    """Waveform [C, N] at ``sample_rate`` -> normalised log-mel clips [clips_per_video, 1, num_mel_bins,
+    target_length] computed at ``target_rate`` (16 kHz: what ImageBind was trained on).
 
     Multi-channel audio is used as the reference uses it (first channel, after removing the mean of all
     channels); downmix before calling to use every channel (the anymodal encoder does).
     """
-    waveform = resample(waveform.float(), sample_rate, source).clone()  # clone: melspec works in place
-    bounds = clip_bounds(waveform.shape[1] / AUDIO_RATE, clip_duration, clips_per_video)
-    clips = [melspec(waveform[:, int(start * AUDIO_RATE):int(end * AUDIO_RATE)], num_mel_bins, target_length)
-             for start, end in bounds]
+    waveform = resample(waveform.float(), sample_rate, target_rate, source).clone()  # clone: melspec works in place
+    bounds = clip_bounds(waveform.shape[1] / target_rate, clip_duration, clips_per_video)
+    clips = [melspec(waveform[:, int(start * target_rate):int(end * target_rate)], target_rate, num_mel_bins,
+                     target_length) for start, end in bounds]
     return (torch.stack(clips) - mean) / std  # [S, 1, M, T]
 
 
