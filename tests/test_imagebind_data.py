@@ -123,3 +123,15 @@ def test_imu_csv_loader(tmp_path):
     np.savetxt(tmp_path / "five.csv", rows[:, :5], delimiter=",")
     with pytest.raises(MediaError, match="five.csv: an IMU CSV needs 6 columns"):
         load_and_transform_imu_data([str(tmp_path / "five.csv")], "cpu")
+
+
+def test_encoder_on_files_read_by_anymodal_io(tmp_path):
+    """The path `anymodal encode FILE...` takes: io.load -> preprocess -> encode."""
+    encoder = ImageBindEncoder.from_config(TINY)
+    PILImage.fromarray(RNG.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    files = {"image": [tmp_path / "a.png"], "audio": [write_wav(tmp_path / "a.wav", 2.5, rate=22050, channels=2)],
+             "video": [io.write_video(Video(torch.rand(12, 3, 32, 48), fps=6.0), tmp_path / "a.mp4")]}
+    for paths in files.values():
+        emb = encoder.encode(encoder.preprocess([io.load(p) for p in paths]))
+        assert emb.shape == (1, 1, 32)
+        torch.testing.assert_close(emb.norm(dim=-1), torch.ones(1, 1))
