@@ -17,6 +17,6 @@ __all__ = [
     "CHECKPOINT_URL", "DEFAULT_CHECKPOINT", "HUGE", "ImageBindEncoder", "ImageBindModel", "ModalityType",
     "imagebind_huge", "load_and_transform_audio_data", "load_and_transform_depth_data", "load_and_transform_imu_data",
     "load_and_transform_text", "load_and_transform_thermal_data", "load_and_transform_video_data",
-    "load_and_transform_vision_data", "load_imagebind", "read_depth_map", "read_imu_csv", "read_thermal_image", "save_checkpoint",
-    "TINY",
+    "load_and_transform_vision_data", "load_imagebind", "read_depth_map", "read_imu_csv", "read_thermal_image",
+    "save_checkpoint", "TINY",
 ]

@@ -20,11 +20,16 @@ from .transforms import (depth_to_disparity, tokenize, to_pil, transform_audio, 
                          transform_imu, transform_thermal, transform_video)
 
 
+def _stack(paths, device, read_and_transform) -> torch.Tensor | None:
+    """``read_and_transform`` on each path, stacked into a batch on ``device``; ``None`` in, ``None`` out."""
+    if paths is None:
+        return None
+    return torch.stack([read_and_transform(path) for path in paths]).to(device)
+
+
 def load_and_transform_vision_data(image_paths, device) -> torch.Tensor | None:
     """Image files -> [B, 3, 224, 224]."""
-    if image_paths is None:
-        return None
-    return torch.stack([transform_image(to_pil(io.read_image(p).pixels)) for p in image_paths]).to(device)
+    return _stack(image_paths, device, lambda path: transform_image(to_pil(io.read_image(path).pixels)))
 
 
 def load_and_transform_text(text, device) -> torch.Tensor | None:
@@ -37,29 +42,23 @@ def load_and_transform_text(text, device) -> torch.Tensor | None:
 def load_and_transform_audio_data(audio_paths, device, num_mel_bins=128, target_length=204, sample_rate=16000,
                                   clip_duration=2, clips_per_video=3, mean=-4.268, std=9.138) -> torch.Tensor | None:
     """Audio files -> [B, clips_per_video, 1, num_mel_bins, target_length] (resampled to ``sample_rate``)."""
-    if audio_paths is None:
-        return None
-    outputs = []
-    for path in audio_paths:
+    def read(path):
         audio = io.read_audio(path)
-        outputs.append(transform_audio(audio.waveform, audio.sample_rate, target_rate=sample_rate,
-                                       num_mel_bins=num_mel_bins, target_length=target_length,
-                                       clip_duration=clip_duration, clips_per_video=clips_per_video, mean=mean,
-                                       std=std, source=str(path)))
-    return torch.stack(outputs).to(device)
+        return transform_audio(audio.waveform, audio.sample_rate, target_rate=sample_rate, num_mel_bins=num_mel_bins,
+                               target_length=target_length, clip_duration=clip_duration,
+                               clips_per_video=clips_per_video, mean=mean, std=std, source=str(path))
+
+    return _stack(audio_paths, device, read)
 
 
 def load_and_transform_video_data(video_paths, device, clip_duration=2, clips_per_video=5,
                                   sample_rate=16000) -> torch.Tensor | None:
     """Video files -> [B, clips_per_video * 3, 3, 2, 224, 224] (``sample_rate`` is unused, as in the reference)."""
-    if video_paths is None:
-        return None
-    outputs = []
-    for path in video_paths:
+    def read(path):
         video = io.read_video(path)
-        outputs.append(transform_video(video.frames, video.fps, clip_duration=clip_duration,
-                                       clips_per_video=clips_per_video))
-    return torch.stack(outputs).to(device)
+        return transform_video(video.frames, video.fps, clip_duration=clip_duration, clips_per_video=clips_per_video)
+
+    return _stack(video_paths, device, read)
 
 
 # --------------------------------------------------------------------------------------- ours, not reference
@@ -128,20 +127,14 @@ def read_thermal_image(path):
 
 def load_and_transform_depth_data(depth_paths, device, depth_scale: float = 1000.0) -> torch.Tensor | None:
     """(ours) Depth images -> disparity [B, 1, 224, 224]."""
-    if depth_paths is None:
-        return None
-    return torch.stack([transform_depth(read_depth_map(p, depth_scale)) for p in depth_paths]).to(device)
+    return _stack(depth_paths, device, lambda path: transform_depth(read_depth_map(path, depth_scale)))
 
 
 def load_and_transform_thermal_data(thermal_paths, device) -> torch.Tensor | None:
     """(ours) Grayscale thermal images -> [B, 1, 224, 224] in [0, 1]."""
-    if thermal_paths is None:
-        return None
-    return torch.stack([transform_thermal(read_thermal_image(p)) for p in thermal_paths]).to(device)
+    return _stack(thermal_paths, device, lambda path: transform_thermal(read_thermal_image(path)))
 
 
 def load_and_transform_imu_data(imu_paths, device, num_samples: int = 2000) -> torch.Tensor | None:
     """(ours) IMU CSVs -> [B, 6, num_samples]."""
-    if imu_paths is None:
-        return None
-    return torch.stack([transform_imu(read_imu_csv(p), num_samples) for p in imu_paths]).to(device)
+    return _stack(imu_paths, device, lambda path: transform_imu(read_imu_csv(path), num_samples))
