@@ -82,6 +82,11 @@ def min_train_size(kind: str, options: dict[str, Any]) -> int:
     return 1
 
 
+def train_size_hint(kind: str, options: dict[str, Any]) -> int:
+    """How many vectors are worth collecting before training: FAISS' k-means wants ~39 per centroid."""
+    return 39 * min_train_size(kind, options) if kind in ("ivf", "ivfpq") else min_train_size(kind, options)
+
+
 def _as_matrix(vectors: Any, dim: int, what: str) -> np.ndarray:
     """A float32 [N, dim] C-contiguous copy, L2-normalised row by row (zero rows stay zero)."""
     if hasattr(vectors, "detach"):  # torch.Tensor, without importing torch here
@@ -199,7 +204,7 @@ class VectorIndex:
         matrix = _as_matrix(vectors, self.dim, "training vectors")
         needed = min_train_size(self.kind, self.options)
         if len(matrix) < needed:
-            raise ConfigError(f"a {self.kind} index with {self._describe()} needs at least {needed} vectors to "
+            raise ConfigError(f"a {self.kind} index with {self.describe()} needs at least {needed} vectors to "
                               f"train, got {len(matrix)}; train on more vectors (a larger first batch or an "
                               f"explicit train() call) or lower nlist/nbits")
         self.index.train(matrix)
@@ -311,7 +316,8 @@ class VectorIndex:
         return cls._place(cpu_index, manifest["dim"], manifest["kind"], manifest["encoder"], manifest["options"],
                           manifest.get("encoder_path"), items, device)
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
+        """The options as 'key=value, ...', for messages."""
         return ", ".join(f"{k}={v}" for k, v in self.options.items()) or "no options"
 
 
