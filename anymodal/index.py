@@ -16,7 +16,8 @@ Kinds (``faiss.index_factory`` strings, ``options`` in brackets):
     ivf    inverted lists, trained   [nlist, nprobe]      "IVF{nlist},Flat"
     hnsw   graph                     [M, ef_construction, ef_search]   "HNSW{M}"
     ivfpq  inverted lists + product quantizer, trained [nlist, nprobe, m, nbits, refine, k_factor]
-                                                          "IVF{nlist},PQ{m}x{nbits}[,RFlat]"
+                                                          "IVF{nlist},PQ{m}x{nbits}np[,RFlat]"
+           (np: skip polysemous training, slow and unused here; RFlat: re-rank k_factor * k with exact vectors)
     sq8    exact scan over 8-bit scalar-quantised vectors, trained          "SQ8"
 """
 
@@ -70,7 +71,7 @@ def factory_string(kind: str, dim: int, options: dict[str, Any]) -> str:
     if dim % options["m"]:
         raise ConfigError(f"ivfpq needs m (sub-quantizers) to divide dim: dim={dim}, m={options['m']}; "
                           f"choose m among {[m for m in range(1, dim + 1) if dim % m == 0 and m <= 128]}")
-    return f"IVF{options['nlist']},PQ{options['m']}x{options['nbits']}" + (",RFlat" if options["refine"] else "")
+    return f"IVF{options['nlist']},PQ{options['m']}x{options['nbits']}np" + (",RFlat" if options["refine"] else "")
 
 
 def min_train_size(kind: str, options: dict[str, Any]) -> int:
