@@ -23,6 +23,7 @@ Kinds (``faiss.index_factory`` strings, ``options`` in brackets):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -54,7 +55,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "ivfpq": {"nlist": 256, "nprobe": 16, "m": 64, "nbits": 8, "refine": False, "k_factor": 4},
     "sq8": {},
 }
-# FAISS cannot search these kinds on a GPU; they stay on the CPU.
+# FAISS has no GPU version of these kinds; they stay on the CPU (others fall back if the move fails).
 CPU_ONLY_KINDS = ("hnsw",)
 
 
@@ -88,6 +89,15 @@ def train_size_hint(kind: str, options: dict[str, Any]) -> int:
     return 39 * min_train_size(kind, options) if kind in ("ivf", "ivfpq") else min_train_size(kind, options)
 
 
+@functools.cache
+def _gpu_count() -> int:
+    """GPUs the installed faiss can use; says once per process when it falls back to the CPU."""
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if gpus == 0:
+        logger.info("faiss sees no GPU (CPU build of faiss, or no CUDA device): indexes run on the CPU")
+    return gpus
+
+
 def _as_matrix(vectors: Any, dim: int, what: str) -> np.ndarray:
     """A float32 [N, dim] C-contiguous copy, L2-normalised row by row (zero rows stay zero)."""
     if hasattr(vectors, "detach"):  # torch.Tensor, without importing torch here
@@ -100,6 +110,12 @@ def _as_matrix(vectors: Any, dim: int, what: str) -> np.ndarray:
         raise MediaError(f"{what} contain NaN or infinite values; check the encoder output")
     faiss.normalize_L2(matrix)
     return matrix
+
+
+def _faiss_message(error: RuntimeError) -> str:
+    """The last line of a FAISS C++ exception (the earlier ones are source locations)."""
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
 
 
 def _sha256(path: Path) -> str:
@@ -164,16 +180,19 @@ class VectorIndex:
         """Moves the index onto a GPU when asked for and possible, and applies the search options."""
         if device not in DEVICES:
             raise ConfigError(f"index device must be one of {DEVICES}, got {device!r}")
-        gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         index, on_gpu = cpu_index, False
         if device != "cpu":
-            if gpus == 0:
-                log = logger.warning if device == "gpu" else logger.info
-                log("faiss sees no GPU (CPU build of faiss, or no CUDA device): the %s index runs on the CPU", kind)
+            if _gpu_count() == 0:
+                if device == "gpu":
+                    logger.warning("device='gpu' was asked for, but no GPU is usable by faiss: the %s index runs on the CPU", kind)
             elif kind in CPU_ONLY_KINDS:
                 logger.info("faiss has no GPU version of a %s index: it runs on the CPU", kind)
             else:
-                index, on_gpu = faiss.index_cpu_to_all_gpus(cpu_index), True
+                try:
+                    index, on_gpu = faiss.index_cpu_to_all_gpus(cpu_index), True
+                except RuntimeError as e:  # e.g. a PQ layout or a refine wrapper the GPU code does not take
+                    logger.warning("faiss cannot move this %s index (%s) to the GPU (%s): it runs on the CPU",
+                                   kind, options, _faiss_message(e))
         self = cls(index, dim, kind, encoder, options, encoder_path, items, on_gpu)
         self.set_search_options()
         return self
@@ -306,8 +325,7 @@ class VectorIndex:
         try:
             cpu_index = faiss.read_index(str(index_path))
         except RuntimeError as e:
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
-            raise CheckpointError(f"{index_path} is not a readable FAISS index ({first_line}); "
+            raise CheckpointError(f"{index_path} is not a readable FAISS index ({_faiss_message(e)}); "
                                   f"rebuild the index (anymodal index build)") from None
         items = _read_items(folder / ITEMS_FILE)
         if not (cpu_index.ntotal == len(items) == manifest["count"]) or cpu_index.d != manifest["dim"]:

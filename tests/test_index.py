@@ -204,3 +204,37 @@ def test_retriever_through_registry_path(tmp_path):
     assert retriever.index.options["nprobe"] == 8
     hits = retriever.search(torch.from_numpy(vectors(300)[:4]), k=3)
     assert [h[0].uri for h in hits] == [f"file://item{i}.png" for i in range(4)]
+
+
+def test_cpu_fallback_says_so_once(caplog):
+    import faiss
+
+    import anymodal.index as module
+
+    if faiss.get_num_gpus() > 0:
+        pytest.skip("a faiss GPU build with a device is installed")
+    module._gpu_count.cache_clear()
+    with caplog.at_level("INFO", logger="anymodal.index"):
+        first = VectorIndex.create(DIM, "ivf", nlist=4)
+        VectorIndex.create(DIM, "flat")
+        forced = VectorIndex.create(DIM, "flat", device="gpu")
+    assert not first.on_gpu and not forced.on_gpu
+    assert caplog.text.count("faiss sees no GPU") == 1
+    assert "device='gpu' was asked for" in caplog.text
+    with pytest.raises(ConfigError, match="device"):
+        VectorIndex.create(DIM, "flat", device="tpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind,options", KINDS, ids=[k for k, _ in KINDS])
+def test_gpu_index_round_trip(tmp_path, kind, options):
+    import faiss
+
+    if faiss.get_num_gpus() == 0:
+        pytest.skip("needs a faiss GPU build and a CUDA device")
+    index = filled(kind, **options)  # device="auto": on the GPU where faiss has a GPU version of the kind
+    queries = vectors(300)[:20]
+    assert [h[0].uri for h in index.search(queries, 1)] == [f"file://item{i}.png" for i in range(20)]
+    index.save(tmp_path / "idx")
+    cpu = VectorIndex.load(tmp_path / "idx", device="cpu")
+    assert [h[0].uri for h in cpu.search(queries, 1)] == [f"file://item{i}.png" for i in range(20)]
