@@ -150,6 +150,7 @@ class VectorIndex:
     encoder: str
     options: dict[str, Any]
     encoder_path: str | None = None
+    encoder_options: dict[str, Any] = field(default_factory=dict)
     items: list[dict[str, Any]] = field(default_factory=list)
     on_gpu: bool = False
 
@@ -157,9 +158,10 @@ class VectorIndex:
 
     @classmethod
     def create(cls, dim: int, kind: str = "flat", encoder: str = "unknown", encoder_path: str | None = None,
-               device: str = "auto", **options: Any) -> "VectorIndex":
+               encoder_options: dict[str, Any] | None = None, device: str = "auto", **options: Any) -> "VectorIndex":
         """An empty index of ``kind`` for ``dim``-wide vectors of ``encoder`` (a registry name; ``encoder_path``
-        is the checkpoint it was loaded from, so that queries can be embedded the same way later).
+        and ``encoder_options`` say how it was loaded, e.g. {"feature": "embeds"}, so that queries can be
+        embedded the same way later). ``options``: see the table at the top of this file.
         ``device``: "auto" (GPU when the faiss GPU build sees one), "cpu" or "gpu"."""
         if kind not in KINDS:
             raise ConfigError(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -173,18 +175,21 @@ class VectorIndex:
         cpu_index = faiss.index_factory(dim, factory_string(kind, dim, options), faiss.METRIC_INNER_PRODUCT)
         if kind == "hnsw":
             cpu_index.hnsw.efConstruction = options["ef_construction"]
-        return cls._place(cpu_index, dim, kind, encoder, options, encoder_path, [], device)
+        return cls._place(cpu_index, device, dim=dim, kind=kind, encoder=encoder, options=options,
+                          encoder_path=encoder_path, encoder_options=dict(encoder_options or {}))
 
     @classmethod
-    def _place(cls, cpu_index, dim, kind, encoder, options, encoder_path, items, device) -> "VectorIndex":
+    def _place(cls, cpu_index: faiss.Index, device: str, **fields: Any) -> "VectorIndex":
         """Moves the index onto a GPU when asked for and possible, and applies the search options."""
+        kind, options = fields["kind"], fields["options"]
         if device not in DEVICES:
             raise ConfigError(f"index device must be one of {DEVICES}, got {device!r}")
         index, on_gpu = cpu_index, False
         if device != "cpu":
             if _gpu_count() == 0:
                 if device == "gpu":
-                    logger.warning("device='gpu' was asked for, but no GPU is usable by faiss: the %s index runs on the CPU", kind)
+                    logger.warning("device='gpu' was asked for, but no GPU is usable by faiss: the %s index runs "
+                                   "on the CPU", kind)
             elif kind in CPU_ONLY_KINDS:
                 logger.info("faiss has no GPU version of a %s index: it runs on the CPU", kind)
             else:
@@ -193,7 +198,7 @@ class VectorIndex:
                 except RuntimeError as e:  # e.g. a PQ layout or a refine wrapper the GPU code does not take
                     logger.warning("faiss cannot move this %s index (%s) to the GPU (%s): it runs on the CPU",
                                    kind, options, _faiss_message(e))
-        self = cls(index, dim, kind, encoder, options, encoder_path, items, on_gpu)
+        self = cls(index=index, on_gpu=on_gpu, **fields)
         self.set_search_options()
         return self
 
@@ -276,6 +281,7 @@ class VectorIndex:
 
     def manifest(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "encoder": self.encoder, "encoder_path": self.encoder_path,
+                "encoder_options": self.encoder_options,
                 "dim": self.dim, "kind": self.kind, "count": len(self), "metric": "inner_product",
                 "normalized": True, "options": self.options}
 
@@ -332,8 +338,9 @@ class VectorIndex:
             raise CheckpointError(f"{folder} is inconsistent: the index holds {cpu_index.ntotal} vectors of dim "
                                   f"{cpu_index.d}, {ITEMS_FILE} {len(items)} items, the manifest says "
                                   f"{manifest['count']} of dim {manifest['dim']}; rebuild the index")
-        return cls._place(cpu_index, manifest["dim"], manifest["kind"], manifest["encoder"], manifest["options"],
-                          manifest.get("encoder_path"), items, device)
+        return cls._place(cpu_index, device, dim=manifest["dim"], kind=manifest["kind"], encoder=manifest["encoder"],
+                          options=manifest["options"], encoder_path=manifest.get("encoder_path"),
+                          encoder_options=manifest.get("encoder_options", {}), items=items)
 
     def describe(self) -> str:
         """The options as 'key=value, ...', for messages."""

@@ -11,10 +11,10 @@ from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.index import VectorIndex
 from anymodal.media import Image
 from anymodal.registry import available
+from encoders.clip import CLIPVisionEncoder
+from tiny_encoders import save_tiny_clip
 
 CLIP = "encoders.clip:CLIPVisionEncoder"
-TINY_CLIP = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "image_size": 32, "patch_size": 8}
 
 
 def cli(*argv: str) -> int:
@@ -26,12 +26,7 @@ def cli(*argv: str) -> int:
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    from encoders.clip import CLIPVisionEncoder
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("clip")
-    CLIPVisionEncoder.from_config(TINY_CLIP).save_pretrained(folder)
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"))  # a CLIPModel folder: both towers + tokenizer
 
 
 def write_images(folder, n, seed):
@@ -101,16 +96,34 @@ def test_resume_refuses_another_encoder_or_kind(tmp_path, clip_dir):
             cli("build", tmp_path / "media", "--encoder", "clip", "--encoder-path", clip_dir, "--out", tmp_path / "idx")
 
 
-def test_text_query_needs_a_text_tower(tmp_path, clip_dir):
-    write_images(tmp_path / "media", 2, seed=6)
-    build(tmp_path / "media", clip_dir, tmp_path / "idx")
-    with pytest.raises(ConfigError, match="cannot embed text"):
-        cli("search", tmp_path / "idx", "--text", "a red square")
+def test_text_search_in_the_joint_space(tmp_path, clip_dir, capsys):
+    write_images(tmp_path / "media", 6, seed=6)
+    build(tmp_path / "media", clip_dir, tmp_path / "idx", "--feature", "embeds")
+    index = VectorIndex.load(tmp_path / "idx")
+    assert (index.dim, index.encoder_options) == (24, {"feature": "embeds"})
+
+    capsys.readouterr()
+    assert cli("search", tmp_path / "idx", "--text", "a cat", "--k", 6) == 0
+    printed = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+
+    encoder = CLIPVisionEncoder.from_pretrained(str(clip_dir), feature="embeds")
+    paths = sorted((tmp_path / "media").glob("*.png"))
+    images = encoder.encode(encoder.preprocess([io.read_image(p) for p in paths]))[:, 0]  # [6, 24]
+    text = encoder.encode_text(["a cat"], normalize=True)  # [1, 24]
+    cosine = (torch.nn.functional.normalize(images, dim=-1) @ text.T)[:, 0]  # [6]
+    want = sorted(zip(cosine.tolist(), [str(p.resolve()) for p in paths]), reverse=True)
+    assert [uri for _, uri in printed] == [uri for _, uri in want]
+    assert [float(score) for score, _ in printed] == pytest.approx([s for s, _ in want], abs=1e-3)
+
+
+def test_text_search_needs_the_joint_space(tmp_path, clip_dir):
+    write_images(tmp_path / "media", 2, seed=7)
+    build(tmp_path / "media", clip_dir, tmp_path / "idx")  # pooled vision features: 32-dim, not CLIP's space
+    with pytest.raises(ConfigError, match="--feature embeds"):
+        cli("search", tmp_path / "idx", "--text", "a cat")
 
 
 def test_bad_arguments(tmp_path, clip_dir):
-    with pytest.raises(ConfigError, match="--encoder-path"):
-        cli("build", tmp_path, "--encoder", CLIP, "--out", tmp_path / "idx")
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         build(tmp_path, clip_dir, tmp_path / "idx", "--option", "nlist")
     with pytest.raises(MediaError, match="no such folder"):

@@ -16,7 +16,7 @@ from .. import io
 from ..errors import CheckpointError, ConfigError, MediaError
 from ..index import KINDS, VectorIndex, train_size_hint
 from ..media import Media
-from ..registry import resolve
+from .encode import load_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,10 @@ def register(subparsers) -> None:
     build = actions.add_parser("build", help="embed every media file under DIR into an index (resumable)")
     build.add_argument("dir", type=Path, help="folder walked recursively for image / audio / video files")
     build.add_argument("--encoder", required=True, help="encoder name (`anymodal plugins`) or package.module:Class")
-    build.add_argument("--encoder-path", help="hub id or local folder of the encoder checkpoint")
+    build.add_argument("--encoder-path", help="hub id or local folder of the encoder checkpoint (default: the "
+                                              "encoder's default checkpoint, e.g. openai/clip-vit-large-patch14)")
+    build.add_argument("--feature", help="encoder feature, e.g. clip: embeds (joint text-image space, needed for "
+                                         "--text search) or pooled; must give one vector per item")
     build.add_argument("--out", required=True, type=Path, help="index folder (created, or resumed if it exists)")
     build.add_argument("--kind", choices=KINDS, help="index kind for a new index (default flat)")
     build.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -47,15 +50,6 @@ def register(subparsers) -> None:
     search.add_argument("--encoder-path", help="encoder checkpoint, if not the one the index was built with")
     search.add_argument("--device", default="cpu", help="encoder device")
     search.set_defaults(func=run_search)
-
-
-def load_encoder(name: str, path: str | None, device: str):
-    """The encoder plugin ``name`` loaded from ``path`` (or the plugin's ``default_checkpoint``)."""
-    cls = resolve("encoders", name)
-    path = path or getattr(cls, "default_checkpoint", None)
-    if path is None:
-        raise ConfigError(f"encoder {name!r} needs a checkpoint: pass --encoder-path (a hub id or local folder)")
-    return cls.from_pretrained(path).to(device)
 
 
 def embed(encoder, media: list[Media]) -> torch.Tensor:
@@ -90,15 +84,21 @@ def media_files(root: Path, modalities) -> list[Path]:
             if p.is_file() and p.suffix.lower() in known and io.modality_of(p) in modalities]
 
 
+def encoder_options(args) -> dict[str, Any]:
+    """The encoder options given on the command line, as stored in the index manifest."""
+    return {} if args.feature is None else {"feature": args.feature}
+
+
 def resume_index(args) -> VectorIndex | None:
     """The index at ``args.out`` to resume, checked against the requested encoder and kind; None if new.
     Checked before the encoder loads, so a wrong --out fails at once."""
     if not args.out.exists():
         return None
     index = VectorIndex.load(args.out, expect_encoder=args.encoder)
-    if index.encoder_path != args.encoder_path:
-        raise CheckpointError(f"{args.out} was built with encoder checkpoint {index.encoder_path!r}, not "
-                              f"{args.encoder_path!r}; pass the same --encoder-path or choose another --out")
+    if (index.encoder_path, index.encoder_options) != (args.encoder_path, encoder_options(args)):
+        raise CheckpointError(f"{args.out} was built with encoder checkpoint {index.encoder_path!r} and options "
+                              f"{index.encoder_options}, not {args.encoder_path!r} and {encoder_options(args)}; pass "
+                              f"the same --encoder-path and --feature to resume, or choose another --out")
     if args.kind not in (None, index.kind) or args.option:
         raise ConfigError(f"{args.out} already exists as a {index.kind} index ({index.describe()}); "
                           f"drop --kind/--option to resume it, or choose another --out")
@@ -106,11 +106,12 @@ def resume_index(args) -> VectorIndex | None:
 
 
 def run_build(args) -> int:
-    index = resume_index(args)
-    encoder = load_encoder(args.encoder, args.encoder_path, args.device)
+    index, options = resume_index(args), parse_options(args.option)  # bad arguments fail before the encoder loads
+    encoder = load_encoder(args.encoder, args.encoder_path, **encoder_options(args)).to(args.device)
     if index is None:
         index = VectorIndex.create(encoder.embed_dim, args.kind or "flat", encoder=args.encoder,
-                                   encoder_path=args.encoder_path, **parse_options(args.option))
+                                   encoder_path=args.encoder_path, encoder_options=encoder_options(args),
+                                   **options)
     elif index.dim != encoder.embed_dim:
         raise CheckpointError(f"{args.out} holds {index.dim}-dim vectors but the encoder gives {encoder.embed_dim}; "
                               f"choose another --out")
@@ -155,12 +156,17 @@ def run_build(args) -> int:
 
 def run_search(args) -> int:
     index = VectorIndex.load(args.index)
-    encoder = load_encoder(index.encoder, args.encoder_path or index.encoder_path, args.device)
+    encoder = load_encoder(index.encoder, args.encoder_path or index.encoder_path,
+                           **index.encoder_options).to(args.device)
     if args.text is not None:
         if not hasattr(encoder, "encode_text"):
             raise ConfigError(f"encoder {index.encoder!r} cannot embed text; query with --image, or build the "
                               f"index with an encoder that has a text tower (clip, imagebind)")
         query = encoder.encode_text([args.text]).float().cpu()  # [1, D]
+        if query.shape[1] != index.dim:
+            raise ConfigError(f"text embeddings of {index.encoder!r} are {query.shape[1]}-dim but {args.index} holds "
+                              f"{index.dim}-dim image features (options {index.encoder_options}): text and images "
+                              f"must share one space; rebuild the index with --feature embeds (clip)")
     else:
         query = embed(encoder, [io.read_image(args.image)])  # [1, D]
     for hit in index.search(query, args.k)[0]:
