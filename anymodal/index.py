@@ -57,6 +57,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
 }
 # FAISS has no GPU version of these kinds; they stay on the CPU (others fall back if the move fails).
 CPU_ONLY_KINDS = ("hnsw",)
+GPU_MAX_K = 2048  # the largest k faiss' GPU search takes
 
 
 def factory_string(kind: str, dim: int, options: dict[str, Any]) -> str:
@@ -259,6 +260,9 @@ class VectorIndex:
         the index could not fill (IVF probing too few lists)."""
         if not isinstance(k, int) or k <= 0:
             raise ConfigError(f"k must be a positive int, got {k!r}")
+        if self.on_gpu and k > GPU_MAX_K:
+            raise ConfigError(f"faiss GPU indexes return at most k={GPU_MAX_K}, got k={k}; lower k or load the "
+                              f"index with device='cpu'")
         matrix = _as_matrix(queries, self.dim, "queries")  # [B, dim]
         k = min(k, len(self))
         if k == 0:

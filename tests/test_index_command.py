@@ -128,3 +128,5 @@ def test_bad_arguments(tmp_path, clip_dir):
         build(tmp_path, clip_dir, tmp_path / "idx", "--option", "nlist")
     with pytest.raises(MediaError, match="no such folder"):
         build(tmp_path / "missing", clip_dir, tmp_path / "idx")
+    with pytest.raises(ConfigError, match="--batch-size"):
+        build(tmp_path, clip_dir, tmp_path / "idx", "--batch-size", 0)

@@ -106,6 +106,9 @@ def resume_index(args) -> VectorIndex | None:
 
 
 def run_build(args) -> int:
+    if args.batch_size < 1 or args.save_every < 1:
+        raise ConfigError(f"--batch-size and --save-every must be at least 1, "
+                          f"got {args.batch_size} and {args.save_every}")
     index, options = resume_index(args), parse_options(args.option)  # bad arguments fail before the encoder loads
     encoder = load_encoder(args.encoder, args.encoder_path, **encoder_options(args)).to(args.device)
     if index is None:
