@@ -76,6 +76,15 @@ def factory_string(kind: str, dim: int, options: dict[str, Any]) -> str:
     return f"IVF{options['nlist']},PQ{options['m']}x{options['nbits']}np" + (",RFlat" if options["refine"] else "")
 
 
+def check_option_values(kind: str, options: dict[str, Any]) -> None:
+    """Every option is a positive int, except ``refine`` (a bool)."""
+    for name, value in options.items():
+        ok = isinstance(value, bool) if name == "refine" else (type(value) is int and value > 0)
+        if not ok:
+            want = "true or false" if name == "refine" else "a positive int"
+            raise ConfigError(f"{kind} index option {name} must be {want}, got {value!r}")
+
+
 def min_train_size(kind: str, options: dict[str, Any]) -> int:
     """Fewest vectors FAISS can train ``kind`` on: one per IVF list, one per PQ centroid."""
     if kind == "ivf":
@@ -172,6 +181,7 @@ class VectorIndex:
         if unknown:
             raise ConfigError(f"unknown options {sorted(unknown)} for a {kind} index; "
                               f"it takes {sorted(DEFAULT_OPTIONS[kind]) or 'none'}")
+        check_option_values(kind, options)
         options = {**DEFAULT_OPTIONS[kind], **options}
         cpu_index = faiss.index_factory(dim, factory_string(kind, dim, options), faiss.METRIC_INNER_PRODUCT)
         if kind == "hnsw":
@@ -211,6 +221,7 @@ class VectorIndex:
         if unknown:
             raise ConfigError(f"a {self.kind} index has no search option {sorted(unknown)}; "
                               f"it takes {sorted(searchable) or 'none'}")
+        check_option_values(self.kind, options)
         self.options.update(options)
         space = faiss.GpuParameterSpace() if self.on_gpu else faiss.ParameterSpace()
         faiss_names = {"nprobe": "nprobe", "ef_search": "efSearch", "k_factor": "k_factor_rf"}

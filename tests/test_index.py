@@ -164,6 +164,12 @@ def test_bad_arguments_are_config_errors():
         VectorIndex.create(DIM, "annoy")
     with pytest.raises(ConfigError, match="unknown options"):
         VectorIndex.create(DIM, "flat", nlist=4)
+    with pytest.raises(ConfigError, match="nlist must be a positive int, got 0"):
+        VectorIndex.create(DIM, "ivf", nlist=0)
+    with pytest.raises(ConfigError, match="refine must be true or false"):
+        VectorIndex.create(DIM, "ivfpq", m=4, refine=1)
+    with pytest.raises(ConfigError, match="nprobe must be a positive int"):
+        filled("ivf", nlist=4).set_search_options(nprobe="8")
     with pytest.raises(ConfigError, match="m .*divide dim"):
         VectorIndex.create(DIM, "ivfpq", m=5)
     with pytest.raises(ConfigError, match="one item per vector"):
