@@ -10,7 +10,7 @@ import sys
 from .errors import AnyModalError
 
 COMMAND_MODULES = ["demo", "plugins", "encode", "index"]
-BENCH_MODULES = ["generate", "encoders", "index"]
+BENCH_MODULES = ["generate", "index"]
 
 
 def build_parser() -> argparse.ArgumentParser:
