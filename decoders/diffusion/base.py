@@ -21,6 +21,15 @@ from anymodal.media import Modality
 DEFAULT_NUM_TOKENS = 77  # CLIP's context length: what every Stable Diffusion family UNet was trained with
 
 
+def _parse_dtype(torch_dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if torch_dtype is None or isinstance(torch_dtype, torch.dtype):
+        return torch_dtype
+    dtype = getattr(torch, str(torch_dtype).removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(f"torch_dtype must be a floating dtype such as float32, float16 or bfloat16, got {torch_dtype!r}")
+    return dtype
+
+
 class DiffusionDecoder:
     """A stock diffusers pipeline conditioned by ``prompt_embeds``. Use a subclass."""
 
@@ -68,7 +77,8 @@ class DiffusionDecoder:
         layout (``model_index.json`` + one folder per component). The safety checker is never loaded;
         tokenizer and text encoder may be absent (then ``encode_text`` is unavailable and the negative
         conditioning is zeros). ``load_options`` go to diffusers' ``from_pretrained`` (``variant``,
-        ``revision``, ``local_files_only``, ...)."""
+        ``revision``, ``local_files_only``, ...). ``torch_dtype`` may be a name (``"float16"``) as YAML gives it."""
+        torch_dtype = _parse_dtype(torch_dtype)
         index = cls._read_model_index(str(name_or_path), load_options)
         absent = {name: None for name in cls.optional_components if index.get(name, [None, None])[0] is None}
         try:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 from anymodal.media import Image, Modality
 
 from .base import DiffusionDecoder
-from .tiny import merge_spec, tiny_clip_tokenizer, tiny_scheduler
+from .tiny import merge_spec, tiny_clip_text, tiny_scheduler, tiny_vae
 
 TINY_IMAGE = {
     "sample_size": 32,  # pixels per side of the default output
@@ -50,17 +49,9 @@ class StableDiffusionDecoder(DiffusionDecoder):
             down_block_types=["DownBlock2D"] * (len(channels) - 1) + ["CrossAttnDownBlock2D"],
             up_block_types=["CrossAttnUpBlock2D"] + ["UpBlock2D"] * (len(channels) - 1),
             cross_attention_dim=spec["cross_attention_dim"], attention_head_dim=8)
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=channels,
-            down_block_types=["DownEncoderBlock2D"] * len(channels), up_block_types=["UpDecoderBlock2D"] * len(channels),
-            norm_num_groups=groups, sample_size=spec["sample_size"])
-        tokenizer = text_encoder = None
-        if spec["text_encoder"]:
-            tokenizer = tiny_clip_tokenizer(spec["num_tokens"])
-            text_encoder = CLIPTextModel(CLIPTextConfig(
-                vocab_size=len(tokenizer), hidden_size=spec["cross_attention_dim"], intermediate_size=37,
-                num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=spec["num_tokens"],
-                bos_token_id=0, eos_token_id=1, pad_token_id=1))
+        vae = tiny_vae(channels, spec["sample_size"])
+        tokenizer, text_encoder = (tiny_clip_text(spec["cross_attention_dim"], spec["num_tokens"])
+                                   if spec["text_encoder"] else (None, None))
         pipeline = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=tiny_scheduler(),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffusers import DDIMScheduler
+from diffusers import AutoencoderKL, DDIMScheduler
 from tokenizers.pre_tokenizers import ByteLevel
-from transformers import CLIPTokenizer, RobertaTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, RobertaTokenizer
 
 from anymodal.errors import ConfigError
 
@@ -48,3 +48,20 @@ def tiny_roberta_tokenizer(max_length: int = 77) -> RobertaTokenizer:
     for char in sorted(ByteLevel.alphabet()):
         vocab[char] = len(vocab)
     return RobertaTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+
+
+def tiny_vae(channels: list[int], sample_size: int, in_channels: int = 3) -> AutoencoderKL:
+    """A KL autoencoder with 4 latent channels that downsamples by ``2 ** (len(channels) - 1)``."""
+    return AutoencoderKL(
+        in_channels=in_channels, out_channels=in_channels, latent_channels=4, block_out_channels=channels,
+        down_block_types=["DownEncoderBlock2D"] * len(channels), up_block_types=["UpDecoderBlock2D"] * len(channels),
+        norm_num_groups=min(channels[0], 32), sample_size=sample_size)
+
+
+def tiny_clip_text(width: int, num_tokens: int) -> tuple[CLIPTokenizer, CLIPTextModel]:
+    """The Stable Diffusion family's text side: CLIP tokenizer + a 2-layer CLIP text model of ``width``."""
+    tokenizer = tiny_clip_tokenizer(num_tokens)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=37, num_attention_heads=4,
+        num_hidden_layers=2, max_position_embeddings=num_tokens, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    return tokenizer, text_encoder
