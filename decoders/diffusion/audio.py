@@ -18,8 +18,9 @@ from transformers import ClapTextConfig, ClapTextModelWithProjection, SpeechT5Hi
 from anymodal.errors import ConfigError
 from anymodal.media import Audio, Modality
 
+from ..options import merge_spec
 from .base import DiffusionDecoder
-from .tiny import merge_spec, tiny_roberta_tokenizer, tiny_scheduler, tiny_vae
+from .tiny import tiny_roberta_tokenizer, tiny_scheduler, tiny_vae
 
 TINY_AUDIO = {
     "block_out_channels": [32, 64],  # UNet and VAE widths; the VAE downsamples by 2 ** (len - 1)

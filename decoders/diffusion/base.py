@@ -18,16 +18,9 @@ from diffusers import DiffusionPipeline
 from anymodal.errors import AnyModalError, CheckpointError, ConfigError, MediaError
 from anymodal.media import Modality
 
+from ..options import parse_dtype
+
 DEFAULT_NUM_TOKENS = 77  # CLIP's context length: what every Stable Diffusion family UNet was trained with
-
-
-def _parse_dtype(torch_dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if torch_dtype is None or isinstance(torch_dtype, torch.dtype):
-        return torch_dtype
-    dtype = getattr(torch, str(torch_dtype).removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ConfigError(f"torch_dtype must be a floating dtype such as float32, float16 or bfloat16, got {torch_dtype!r}")
-    return dtype
 
 
 class DiffusionDecoder:
@@ -78,7 +71,7 @@ class DiffusionDecoder:
         tokenizer and text encoder may be absent (then ``encode_text`` is unavailable and the negative
         conditioning is zeros). ``load_options`` go to diffusers' ``from_pretrained`` (``variant``,
         ``revision``, ``local_files_only``, ...). ``torch_dtype`` may be a name (``"float16"``) as YAML gives it."""
-        torch_dtype = _parse_dtype(torch_dtype)
+        torch_dtype = parse_dtype(torch_dtype)
         index = cls._read_model_index(str(name_or_path), load_options)
         absent = {name: None for name in cls.optional_components if index.get(name, [None, None])[0] is None}
         try:

@@ -9,8 +9,9 @@ from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 from anymodal.media import Image, Modality
 
+from ..options import merge_spec
 from .base import DiffusionDecoder
-from .tiny import merge_spec, tiny_clip_text, tiny_scheduler, tiny_vae
+from .tiny import tiny_clip_text, tiny_scheduler, tiny_vae
 
 TINY_IMAGE = {
     "sample_size": 32,  # pixels per side of the default output

@@ -7,26 +7,13 @@ reloaded in their published layout, just with a tiny vocabulary.
 
 from __future__ import annotations
 
-from typing import Any
-
 from diffusers import AutoencoderKL, DDIMScheduler
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, RobertaTokenizer
 
-from anymodal.errors import ConfigError
-
 # Stable Diffusion's own scheduler settings (scaled-linear betas), as in the published scheduler_config.json
 SD_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                     set_alpha_to_one=False, steps_offset=1)
-
-
-def merge_spec(defaults: dict[str, Any], spec: dict[str, Any] | None, what: str) -> dict[str, Any]:
-    """``defaults`` updated by ``spec``; an unknown key is a ConfigError listing the known ones."""
-    spec = dict(spec or {})
-    unknown = sorted(set(spec) - set(defaults))
-    if unknown:
-        raise ConfigError(f"unknown {what} option(s) {unknown}; known: {sorted(defaults)}")
-    return {**defaults, **spec}
 
 
 def tiny_scheduler() -> DDIMScheduler:

@@ -11,8 +11,9 @@ from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
 from anymodal.errors import ConfigError
 from anymodal.media import Modality, Video
 
+from ..options import merge_spec
 from .base import DiffusionDecoder
-from .tiny import merge_spec, tiny_clip_text, tiny_scheduler, tiny_vae
+from .tiny import tiny_clip_text, tiny_scheduler, tiny_vae
 
 TINY_VIDEO = {
     "sample_size": 32,  # pixels per side of the default output
