@@ -9,8 +9,8 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins"]
-BENCH_MODULES = ["generate"]
+COMMAND_MODULES = ["demo", "plugins", "decode"]
+BENCH_MODULES = ["generate", "decode"]
 
 
 def build_parser() -> argparse.ArgumentParser:
