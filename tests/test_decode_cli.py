@@ -12,18 +12,10 @@ from anymodal.commands import decode as decode_command
 from anymodal.errors import ConfigError
 from decoders.diffusion import StableDiffusionDecoder
 from decoders.vocoder import UnitVocoder
+from decoder_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 SD = "decoders.diffusion:StableDiffusionDecoder"
 VOCODER = "decoders.vocoder:UnitVocoder"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared CPU, spinning OpenMP workers make them ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(module, argv):

@@ -8,15 +8,7 @@ from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.interfaces import Decoder
 from anymodal.media import Audio, Modality, Video
 from decoders.diffusion import AudioLDMDecoder, TextToVideoDecoder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared CPU, spinning OpenMP workers make them ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from decoder_fixtures import condition, one_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +19,6 @@ def audio():
 @pytest.fixture(scope="module")
 def video():
     return TextToVideoDecoder.from_config()
-
-
-def condition(decoder, batch, seed=0):
-    return torch.randn(batch, *decoder.condition_shape, generator=torch.Generator().manual_seed(seed))
 
 
 def test_audio_condition_is_one_clap_vector(audio):

@@ -10,15 +10,7 @@ from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.interfaces import Decoder
 from anymodal.media import Image, Modality
 from decoders.diffusion import StableDiffusionDecoder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared CPU, spinning OpenMP workers make them ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from decoder_fixtures import condition, one_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +26,6 @@ def saved(decoder, tmp_path_factory):
 
 
 SMALL = dict(height=16, width=16)  # a quarter of the default 32x32: the CPU cost of every test below
-
-
-def condition(decoder, batch, seed=0):
-    return torch.randn(batch, *decoder.condition_shape, generator=torch.Generator().manual_seed(seed))
 
 
 def test_meets_decoder_contract_and_shape_comes_from_the_pipeline(decoder):

@@ -16,15 +16,7 @@ from torch import nn
 from anymodal.errors import CheckpointError, ConfigError, TokenProtocolError
 from anymodal.media import Audio, Modality, Units
 from decoders.vocoder import UnitVocoder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared CPU, spinning OpenMP workers make them ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from decoder_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")

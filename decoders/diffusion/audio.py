@@ -20,7 +20,7 @@ from anymodal.media import Audio, Modality
 
 from ..options import merge_spec
 from .base import DiffusionDecoder
-from .tiny import tiny_roberta_tokenizer, tiny_scheduler, tiny_vae
+from .tiny import tiny_roberta_tokenizer, tiny_scheduler, tiny_unet_layout, tiny_vae
 
 TINY_AUDIO = {
     "block_out_channels": [32, 64],  # UNet and VAE widths; the VAE downsamples by 2 ** (len - 1)
@@ -67,16 +67,10 @@ class AudioLDMDecoder(DiffusionDecoder):
     def from_config(cls, spec: dict[str, Any] | None = None, progress: bool = False) -> "AudioLDMDecoder":
         """A tiny random pipeline built the way diffusers' fast tests do; ``spec`` overrides ``TINY_AUDIO``."""
         spec = merge_spec(TINY_AUDIO, spec, "tiny AudioLDM")
-        channels = list(spec["block_out_channels"])
-        vae_scale = 2 ** (len(channels) - 1)
+        channels = spec["block_out_channels"]
         torch.manual_seed(spec["seed"])
         unet = UNet2DConditionModel(
-            sample_size=spec["mel_frames"] // vae_scale, in_channels=4, out_channels=4,
-            block_out_channels=channels, layers_per_block=spec["layers_per_block"],
-            norm_num_groups=min(channels[0], 32),
-            down_block_types=["DownBlock2D"] * (len(channels) - 1) + ["CrossAttnDownBlock2D"],
-            up_block_types=["CrossAttnUpBlock2D"] + ["UpBlock2D"] * (len(channels) - 1),
-            cross_attention_dim=channels, attention_head_dim=8,
+            **tiny_unet_layout(channels, spec["layers_per_block"], spec["mel_frames"]), cross_attention_dim=channels,
             # AudioLDM: the CLAP vector is projected and concatenated to the time embedding
             class_embed_type="simple_projection", projection_class_embeddings_input_dim=spec["clap_dim"],
             class_embeddings_concat=True)

@@ -37,6 +37,18 @@ def tiny_roberta_tokenizer(max_length: int = 77) -> RobertaTokenizer:
     return RobertaTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
 
 
+def tiny_unet_layout(channels: list[int], layers_per_block: int, pixels: int, dims: str = "2D") -> dict:
+    """UNet keyword arguments the tiny pipelines share: one level per entry of ``channels``, the latent size
+    of a ``pixels`` input after ``tiny_vae(channels)``, and cross-attention only at the lowest resolution
+    (attention at 8x8 or below keeps CPU steps fast). ``dims``: "2D" (UNet2DConditionModel) or "3D"."""
+    return dict(
+        sample_size=pixels // 2 ** (len(channels) - 1), in_channels=4, out_channels=4,
+        block_out_channels=list(channels), layers_per_block=layers_per_block,
+        norm_num_groups=min(channels[0], 32), attention_head_dim=8,
+        down_block_types=[f"DownBlock{dims}"] * (len(channels) - 1) + [f"CrossAttnDownBlock{dims}"],
+        up_block_types=[f"CrossAttnUpBlock{dims}"] + [f"UpBlock{dims}"] * (len(channels) - 1))
+
+
 def tiny_vae(channels: list[int], sample_size: int, in_channels: int = 3) -> AutoencoderKL:
     """A KL autoencoder with 4 latent channels that downsamples by ``2 ** (len(channels) - 1)``."""
     return AutoencoderKL(

@@ -13,7 +13,7 @@ from anymodal.media import Modality, Video
 
 from ..options import merge_spec
 from .base import DiffusionDecoder
-from .tiny import tiny_clip_text, tiny_scheduler, tiny_vae
+from .tiny import tiny_clip_text, tiny_scheduler, tiny_unet_layout, tiny_vae
 
 TINY_VIDEO = {
     "sample_size": 32,  # pixels per side of the default output
@@ -39,17 +39,10 @@ class TextToVideoDecoder(DiffusionDecoder):
     def from_config(cls, spec: dict[str, Any] | None = None, progress: bool = False) -> "TextToVideoDecoder":
         """A tiny random pipeline built the way diffusers' fast tests do; ``spec`` overrides ``TINY_VIDEO``."""
         spec = merge_spec(TINY_VIDEO, spec, "tiny text-to-video")
-        channels = list(spec["block_out_channels"])
-        vae_scale = 2 ** (len(channels) - 1)
+        channels = spec["block_out_channels"]
         torch.manual_seed(spec["seed"])
-        unet = UNet3DConditionModel(
-            sample_size=spec["sample_size"] // vae_scale, in_channels=4, out_channels=4,
-            block_out_channels=channels, layers_per_block=spec["layers_per_block"],
-            norm_num_groups=min(channels[0], 32), attention_head_dim=8,
-            # spatial attention only in the lowest-resolution blocks keeps CPU steps fast
-            down_block_types=["DownBlock3D"] * (len(channels) - 1) + ["CrossAttnDownBlock3D"],
-            up_block_types=["CrossAttnUpBlock3D"] + ["UpBlock3D"] * (len(channels) - 1),
-            cross_attention_dim=spec["cross_attention_dim"])
+        unet = UNet3DConditionModel(**tiny_unet_layout(channels, spec["layers_per_block"], spec["sample_size"], "3D"),
+                                    cross_attention_dim=spec["cross_attention_dim"])
         vae = tiny_vae(channels, spec["sample_size"])
         tokenizer, text_encoder = (tiny_clip_text(spec["cross_attention_dim"], spec["num_tokens"])
                                    if spec["text_encoder"] else (None, None))
