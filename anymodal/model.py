@@ -205,7 +205,8 @@ class AnyModalModel(nn.Module):
             processor = self.protocol.logits_processor(gen.max_media_per_answer, [e.prefill_ids for e in examples])
             sampling = dict(temperature=gen.temperature, top_p=gen.top_p) if gen.do_sample else {}
             new_ids = self.llm.generate(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                                        max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
+                                        max_new_tokens=gen.max_new_tokens, min_new_tokens=gen.min_new_tokens,
+                                        do_sample=gen.do_sample,
                                         logits_processor=LogitsProcessorList([processor]), eos_token_id=eos,
                                         pad_token_id=pad, streamer=streamer, **sampling)  # [B, G]
             answers = []

@@ -177,6 +177,10 @@ def test_unknown_encoder_name_and_missing_weights(tiny_root):
     config.encoders["image"].name = "clipp"
     with pytest.raises(RegistryError, match="unknown encoder 'clipp'"):
         AnyModalModel.from_config(config)
+    config = tiny_config(tiny_root, retrieval=False)
+    config.decoders["image"].name = "dall-e"
+    with pytest.raises(RegistryError, match="unknown decoder 'dall-e'.*stable-diffusion"):
+        AnyModalModel.from_config(config)
     config = tiny_config(tiny_root, decoders=False, retrieval=False)
     config.llm.name_or_path = str(tiny_root / "nowhere")
     with pytest.raises(CheckpointError, match="nowhere"):
