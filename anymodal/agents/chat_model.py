@@ -26,6 +26,7 @@ from ..media import Part, Response, Turn
 from .callbacks import CallbackDispatchListener
 from .convert import messages_to_conversation, part_to_block, response_to_message
 from .tool_calling import forced_prefill, parse_tool_calls, render_tools
+from .vocode import load_vocoder, vocode
 
 
 class ChatAnyModal(BaseChatModel):
@@ -34,7 +35,7 @@ class ChatAnyModal(BaseChatModel):
     ``ChatAnyModal(model="path/to/bundle")`` loads a bundle; ``ChatAnyModal(model=loaded_model)`` wraps one.
     ``prefill`` forces the start of every answer (``"[IMG0]"`` to always draw, ``"[RET]"`` to always
     retrieve); ``media_dir`` writes generated media there and references them by ``file://`` URL
-    instead of inlining base64.
+    instead of inlining base64; ``vocoder`` (a unit vocoder or its folder) renders speech units as audio.
     """
 
     model: Any = Field(exclude=True)  # an anymodal.model.AnyModalModel, or a bundle folder to load
@@ -45,6 +46,7 @@ class ChatAnyModal(BaseChatModel):
     prefill: str = ""
     media_dir: str | None = None
     generation: dict[str, Any] = Field(default_factory=dict)  # other GenerationConfig overrides, e.g. retrieval_k
+    vocoder: Any = Field(None, exclude=True)  # a unit vocoder or its folder: speech units come back as audio
     streaming: bool = False
     disable_streaming: bool | Literal["tool_calling"] = "tool_calling"  # calls are parsed from the whole answer
 
@@ -55,6 +57,7 @@ class ChatAnyModal(BaseChatModel):
 
             self.model_name = self.model_name or str(self.model)
             self.model = AnyModalModel.from_pretrained(self.model)
+        self.vocoder = load_vocoder(self.vocoder)
         if not self.model_name:
             bundle_dir = getattr(self.model, "bundle_dir", None)
             self.model_name = str(bundle_dir) if bundle_dir else "anymodal"
@@ -92,8 +95,9 @@ class ChatAnyModal(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         conversation, options, prefill = self._prepare(messages, kwargs)
-        response = self.model.generate(conversation, prefill=prefill, listener=_listener(run_manager), **options)
-        parts = _cut_at_stop(response.parts, stop or self.stop)
+        listener = _listener(run_manager)
+        response = self.model.generate(conversation, prefill=prefill, listener=listener, **options)
+        parts = _cut_at_stop(vocode(response.parts, self.vocoder, listener), stop or self.stop)
         calls: dict[str, list] = {"tool_calls": [], "invalid_tool_calls": []}
         if kwargs.get("tools"):  # lift <tool_call> spans out of the text
             for i, part in enumerate(parts):
@@ -113,7 +117,8 @@ class ChatAnyModal(BaseChatModel):
         stops = stop or self.stop or []
         holdback = max((len(s) for s in stops), default=1) - 1  # a stop sequence may straddle two pieces
         pending, text, stopped, index = "", "", False, 0
-        for part in self.model.stream(conversation, prefill=prefill, listener=_listener(run_manager), **options):
+        listener = _listener(run_manager)
+        for part in self.model.stream(conversation, prefill=prefill, listener=listener, **options):
             if stopped:
                 continue  # let generation finish, emit nothing after the stop sequence
             if isinstance(part, str):
@@ -131,6 +136,7 @@ class ChatAnyModal(BaseChatModel):
                 yield self._chunk({"type": "text", "text": pending, "index": index}, run_manager, pending)
                 pending = ""
             index += 1
+            part = vocode([part], self.vocoder, listener)[0]
             yield self._chunk({**part_to_block(part, self.media_dir), "index": index}, run_manager)
             index += 1
         if pending:

@@ -42,7 +42,9 @@ def to_messages(value: Any) -> list[BaseMessage]:
 
 
 def _chat(model: Any, **options: Any) -> ChatAnyModal:
-    return model.model_copy(update=options) if isinstance(model, ChatAnyModal) else ChatAnyModal(model=model, **options)
+    """A ChatAnyModal over ``model`` (a ChatAnyModal keeps its settings unless ``options`` override them)."""
+    fields = dict(model) if isinstance(model, ChatAnyModal) else {"model": model}
+    return ChatAnyModal(**{**fields, **options})
 
 
 def _pipeline(chat: ChatAnyModal, name: str) -> Runnable:
@@ -56,11 +58,13 @@ def assistant(model: Any, **options: Any) -> Runnable:
     return _pipeline(_chat(model, **options), "anymodal_assistant")
 
 
-def speech_assistant(model: Any, **options: Any) -> Runnable:
+def speech_assistant(model: Any, vocoder: Any = None, **options: Any) -> Runnable:
     """Speech in, speech out (SpeechGPT chain-of-modality): the user's audio block goes through the model's
-    audio encoder and the answer is forced to open a speech-unit span, so it comes back as speech units
-    (a ``non_standard`` block) or as audio where the model renders units with a vocoder."""
-    chat = _chat(model, prefill=SOSP, **options)
+    audio encoder and the answer is forced to open a speech-unit span, so it comes back as audio/wav when
+    a unit ``vocoder`` (or its folder) is given, as speech units (a ``non_standard`` block) otherwise."""
+    if vocoder is not None:
+        options["vocoder"] = vocoder
+    chat = _chat(model, **{"prefill": SOSP, **options})
     config = chat.model.config
     if config.speech_units <= 0:
         raise ConfigError("speech_assistant needs a model with speech units (speech_units > 0, SpeechGPT style); "
@@ -76,7 +80,7 @@ def retrieval_chat(model: Any, index: Any = None, k: int | None = None, **option
     carries the found items as blocks with their scores, then the model's text."""
     if k is not None:
         options["generation"] = {**options.get("generation", {}), "retrieval_k": k}
-    chat = _chat(model, prefill=RET, **options)
+    chat = _chat(model, **{"prefill": RET, **options})
     anymodal = chat.model
     if not anymodal.config.retrieval.enabled:
         raise ConfigError("retrieval_chat needs a model trained with [RET] retrieval (retrieval.enabled); "

@@ -31,6 +31,7 @@ from ..media import Audio, Media, Modality, Part, Turn, Units
 from ..tokens import RET, SOSP, signal_tokens
 from .callbacks import CallbackDispatchListener
 from .convert import block_to_media
+from .vocode import load_vocoder, vocode
 
 MEDIA_REFERENCE = ("A media item: a local file path (e.g. /data/cat.png), a file:// URL, or a handle such as "
                    "media://image/1 named in an earlier tool result. Web URLs are not fetched.")
@@ -232,19 +233,27 @@ class Speak(AnyModalTool):
     description: str = "Say the given words aloud as speech. Returns a handle (media://audio/N) to the recording."
     args_schema: type[BaseModel] = SpeakArgs
     instruction: str = "Say this aloud: {text}"
+    prefill: str = SOSP  # the answer's forced start: it opens a speech-unit span
+    vocoder: Any = Field(None, exclude=True)  # a unit vocoder (or its folder) that turns the units into audio
+
+    @model_validator(mode="after")
+    def _load_vocoder(self) -> "Speak":
+        self.vocoder = load_vocoder(self.vocoder)
+        return self
 
     def call(self, listener: DispatchListener | None, text: str) -> tuple[str, list[Part]]:
         self.require(self.model.config.speech_units > 0,
                      "this model has no speech units (speech_units = 0); use a speech bundle (issue 6)")
-        response = self.model.generate(Turn.user(self.instruction.format(text=text)), prefill=SOSP,
-                                       listener=listener)  # opens a unit span
-        speech = response.media(Modality.AUDIO)
+        response = self.model.generate(Turn.user(self.instruction.format(text=text)), prefill=self.prefill,
+                                       listener=listener)
+        parts = vocode(response.parts, self.vocoder, listener)
+        speech = [p for p in parts if isinstance(p, Audio)]
         if speech:
             return self.report(speech, f"Spoke {text!r}")
-        units = [p for p in response.parts if isinstance(p, Units)]
+        units = [p for p in parts if isinstance(p, Units) and p.ids]
         if units:
-            return (f"Produced {sum(len(u.ids) for u in units)} speech units but no waveform: the model has no unit "
-                    f"vocoder configured", units)
+            return (f"Produced {sum(len(u.ids) for u in units)} speech units but no waveform: no unit vocoder was "
+                    f"given to the speak tool", units)
         raise ToolException(f"{self.name}: the model answered without speech")
 
 
@@ -282,8 +291,10 @@ class Embed(AnyModalTool):
 TOOL_CLASSES = (GenerateImage, GenerateAudio, GenerateVideo, SearchMedia, Transcribe, Speak, Describe, Embed)
 
 
-def anymodal_tools(model: Any, store: MediaStore | None = None) -> list[AnyModalTool]:
-    """Every anymodal tool over ``model``, sharing one MediaStore so their handles work across calls. Tools
-    whose capability the model lacks are included: they say what is missing when called."""
+def anymodal_tools(model: Any, store: MediaStore | None = None, vocoder: Any = None) -> list[AnyModalTool]:
+    """Every anymodal tool over ``model``, sharing one MediaStore so their handles work across calls
+    (``vocoder``, a unit vocoder or its folder, lets ``speak`` return audio). Tools whose capability the
+    model lacks are included: they say what is missing when called."""
     store = store or MediaStore()
-    return [cls(model=model, store=store) for cls in TOOL_CLASSES]
+    vocoder = load_vocoder(vocoder)
+    return [cls(model=model, store=store, **({"vocoder": vocoder} if cls is Speak else {})) for cls in TOOL_CLASSES]

@@ -15,6 +15,7 @@ from anymodal.errors import ConfigError
 from anymodal.media import Image, Retrieved, Turn, Units
 from anymodal.model import AnyModalModel
 from anymodal.tiny import tiny_config
+from anymodal.tokens import SOSP, unit_token
 
 
 def planner(*replies):
@@ -106,15 +107,60 @@ def test_retrieval_chat_answers_with_items_from_the_users_index(tiny_model, tiny
         retrieval_chat(bare_model)
 
 
-def test_speech_assistant_answers_in_speech_units(tiny_root):
+@pytest.fixture(scope="module")
+def speech_model(tiny_root):
     config = tiny_config(tiny_root, decoders=False, retrieval=False)
-    with pytest.raises(ConfigError, match="issue 6"):
-        speech_assistant(AnyModalModel.from_config(config))
     config.speech_units = 8
     torch.manual_seed(0)
-    reply = speech_assistant(AnyModalModel.from_config(config), max_tokens=6).invoke("say hello")
+    return AnyModalModel.from_config(config).eval()
+
+
+@pytest.fixture(scope="module")
+def vocoder_dir(tmp_path_factory):
+    from decoders.vocoder import UnitVocoder
+
+    directory = tmp_path_factory.mktemp("vocoder")
+    UnitVocoder.from_config({"num_units": 8}).save_pretrained(directory)
+    return directory
+
+
+def test_speech_assistant_needs_speech_units(bare_model):
+    with pytest.raises(ConfigError, match="issue 6"):
+        speech_assistant(bare_model)
+
+
+# a random model rarely writes unit tokens: the prefill plays a bundle that starts saying units 3 1 4
+SPOKEN = SOSP + "".join(unit_token(u) for u in (3, 1, 4))
+
+
+def test_speech_assistant_answers_in_speech_units_without_a_vocoder(speech_model):
+    reply = speech_assistant(speech_model, max_tokens=6, prefill=SPOKEN).invoke("say hello")
     units = [p for p in convert.message_to_response(reply).parts if isinstance(p, Units)]
-    assert len(units) == 1 and all(0 <= u < 8 for u in units[0].ids)
+    assert len(units) == 1 and units[0].ids[:3] == [3, 1, 4] and all(0 <= u < 8 for u in units[0].ids)
+
+
+def test_speech_assistant_speaks_through_a_vocoder_folder(speech_model, vocoder_dir, recorder):
+    pipe = speech_assistant(speech_model, vocoder=str(vocoder_dir), max_tokens=6, prefill=SPOKEN)
+    reply = pipe.invoke("say hello", config={"callbacks": [recorder]})
+    audio = [b for b in reply.content_blocks if b["type"] == "audio"]
+    assert len(audio) == 1 and audio[0]["mime_type"] == "audio/wav"
+    speech = convert.block_to_media(audio[0])
+    assert speech.sample_rate == 16000 and speech.waveform.shape[1] > 0
+    assert [t["name"] for t in recorder.tools] == ["vocode"]
+    streamed = [b["type"] for c in pipe.stream("say hello") for b in c.content_blocks]
+    assert streamed.count("audio") == 1
+
+
+def test_speak_tool_returns_audio_with_a_vocoder(speech_model, vocoder_dir):
+    speak = next(t for t in anymodal_tools(speech_model, vocoder=vocoder_dir) if t.name == "speak")
+    speak.prefill = SPOKEN
+    said = speak.invoke({"type": "tool_call", "name": "speak", "args": {"text": "hello"}, "id": "c1"})
+    assert said.status == "success" and "media://audio/1" in said.content
+    assert said.artifact[0].sample_rate == 16000
+    bare = next(t for t in anymodal_tools(speech_model) if t.name == "speak")
+    bare.prefill = SPOKEN
+    units = bare.invoke({"type": "tool_call", "name": "speak", "args": {"text": "hello"}, "id": "c2"})
+    assert "no unit vocoder" in units.content and isinstance(units.artifact[0], Units)
 
 
 def test_pipeline_inputs_normalise_to_messages():
