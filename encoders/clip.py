@@ -25,6 +25,8 @@ from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.interfaces import MediaBatch
 from anymodal.media import Image, Media, Modality
 
+from .pretrained import cannot_load, load_model
+
 FEATURES = ("pooled", "patch", "embeds")
 
 # CLIPModel (both towers) and CLIPVisionModelWithProjection hold a CLIPVisionModel as `.vision_model` and add
@@ -79,26 +81,22 @@ class CLIPVisionEncoder(nn.Module):
         try:
             config = AutoConfig.from_pretrained(name_or_path)
             processor = CLIPImageProcessor.from_pretrained(name_or_path)
-            if isinstance(config, CLIPConfig) and text:
-                model_class, tokenizer = CLIPModel, CLIPTokenizer.from_pretrained(name_or_path)
-            elif isinstance(config, CLIPConfig):
-                # older configs give the projection width only at the top level
-                model_class, tokenizer = CLIPVisionModelWithProjection, None
-                config.vision_config.projection_dim = config.projection_dim
-                config = config.vision_config
-            elif isinstance(config, CLIPVisionConfig):
-                model_class, tokenizer = CLIPVisionModel, None
-            else:
-                raise CheckpointError(f"{name_or_path!r} holds a {config.model_type!r} model, not CLIP; pass a "
-                                      f"CLIPModel folder or hub id such as openai/clip-vit-large-patch14")
-            model, info = model_class.from_pretrained(name_or_path, config=config, output_loading_info=True,
-                                                      **load_options)
+            tokenizer = CLIPTokenizer.from_pretrained(name_or_path) if text and isinstance(config, CLIPConfig) else None
         except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot load CLIP from {name_or_path!r}: {e}. Download the checkpoint "
-                                  f"(e.g. `hf download openai/clip-vit-large-patch14`) or pass a local folder") from None
-        if info["missing_keys"]:
-            raise CheckpointError(f"the CLIP checkpoint {name_or_path!r} lacks weights "
-                                  f"{sorted(info['missing_keys'])[:8]}...; it is incomplete, download it again")
+            raise cannot_load("CLIP", name_or_path, cls.default_checkpoint, e) from None
+        if isinstance(config, CLIPConfig) and text:
+            model_class = CLIPModel
+        elif isinstance(config, CLIPConfig):
+            # older configs give the projection width only at the top level
+            model_class = CLIPVisionModelWithProjection
+            config.vision_config.projection_dim = config.projection_dim
+            config = config.vision_config
+        elif isinstance(config, CLIPVisionConfig):
+            model_class = CLIPVisionModel
+        else:
+            raise CheckpointError(f"{name_or_path!r} holds a {config.model_type!r} model, not CLIP; pass a "
+                                  f"CLIPModel folder or hub id such as {cls.default_checkpoint}")
+        model = load_model(model_class, name_or_path, "CLIP", cls.default_checkpoint, config=config, **load_options)
         return cls(model, processor, feature, layer, tokenizer)
 
     @classmethod

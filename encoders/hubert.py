@@ -19,10 +19,12 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
-from anymodal.errors import CheckpointError, ConfigError, MediaError
+from anymodal.errors import ConfigError, MediaError
 from anymodal.interfaces import MediaBatch
 from anymodal.media import Audio, Media, Modality
 from anymodal.speech_units import UnitQuantizer, dedup
+
+from .pretrained import load_model
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +65,7 @@ class HubertEncoder(nn.Module):
                         **load_options: Any) -> "HubertEncoder":
         """A hub id (``facebook/hubert-base-ls960``) or a local folder in the transformers layout (config.json,
         model.safetensors, optionally preprocessor_config.json)."""
-        try:
-            model, info = HubertModel.from_pretrained(name_or_path, output_loading_info=True, **load_options)
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot load HuBERT from {name_or_path!r}: {e}. Download the checkpoint "
-                                  f"(e.g. `hf download facebook/hubert-base-ls960`) or pass a local folder") from None
-        if info["missing_keys"]:
-            raise CheckpointError(f"the HuBERT checkpoint {name_or_path!r} lacks weights "
-                                  f"{sorted(info['missing_keys'])[:8]}...; it is incomplete, download it again")
+        model = load_model(HubertModel, name_or_path, "HuBERT", cls.default_checkpoint, **load_options)
         try:
             feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(name_or_path)
         except OSError:

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import CLIPModel, CLIPVisionConfig, CLIPVisionModel
 
+from anymodal.interfaces import Encoder
 from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.media import Audio, Image
 from encoders.clip import CLIPVisionEncoder
@@ -31,6 +32,7 @@ def test_feature_shapes(clip_dir, feature, shape):
     out = encoder.encode(encoder.preprocess(images()))
     assert out.shape == shape
     assert (encoder.tokens_per_item, encoder.embed_dim) == shape[1:]
+    assert isinstance(encoder, Encoder)
 
 
 def test_embeds_and_text_match_clipmodel(clip_dir, reference):
