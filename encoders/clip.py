@@ -122,8 +122,8 @@ class CLIPVisionEncoder(nn.Module):
 
     def preprocess(self, items: list[Media]) -> MediaBatch:
         wrong = [type(item).__name__ for item in items if not isinstance(item, Image)]
-        if wrong:
-            raise MediaError(f"the CLIP vision encoder takes images, got {wrong}")
+        if not items or wrong:
+            raise MediaError(f"the CLIP vision encoder takes a non-empty list of images, got {wrong or 'none'}")
         pixel_values = self.processor(images=[item.pixels for item in items], do_rescale=False,
                                       return_tensors="pt").pixel_values  # [B, 3, H, W]
         return MediaBatch(Modality.IMAGE, {"pixel_values": pixel_values})

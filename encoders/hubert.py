@@ -88,6 +88,8 @@ class HubertEncoder(nn.Module):
     # ----------------------------------------------------------------------------------------- encode
     def preprocess(self, items: list[Media]) -> MediaBatch:
         """Mono 16 kHz waveforms, padded: ``input_values`` [B, N] and ``attention_mask`` [B, N] (1 = real)."""
+        if not items:
+            raise MediaError("HuBERT preprocess needs at least one audio item")
         waveforms = [self._mono_16k(item) for item in items]
         inputs = self.feature_extractor([w.numpy() for w in waveforms], sampling_rate=SAMPLE_RATE, padding=True,
                                         return_attention_mask=True, return_tensors="pt")

@@ -108,7 +108,7 @@ def test_missing_checkpoint_and_wrong_media(tmp_path, clip_dir):
     with pytest.raises(CheckpointError, match="hf download"):
         CLIPVisionEncoder.from_pretrained(str(tmp_path / "nowhere"))
     encoder = CLIPVisionEncoder.from_pretrained(str(clip_dir))
-    with pytest.raises(MediaError, match="takes images"):
+    with pytest.raises(MediaError, match="takes a non-empty list of images"):
         encoder.preprocess([Audio(torch.zeros(1, 100), 16000)])
     with pytest.raises(MediaError, match="non-empty list of strings"):
         encoder.encode_text([])

@@ -146,3 +146,8 @@ def test_incomplete_checkpoint_is_an_error_not_random_weights(tmp_path, hubert_d
     save_file(weights, str(tmp_path / "cut" / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="lacks weights.*q_proj"):
         HubertEncoder.from_pretrained(str(tmp_path / "cut"))
+
+
+def test_empty_batch(encoder):
+    with pytest.raises(MediaError, match="at least one audio item"):
+        encoder.preprocess([])
