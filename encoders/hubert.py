@@ -210,13 +210,15 @@ class _RealStepsGroupNorm(nn.Module):
         real = torch.arange(steps, device=x.device)[None] < self.lengths[:, None]  # [B, T]
         x = x.mul_(real[:, None].to(x.dtype))  # padding out of the sums; in place: this tensor is ours
         groups = x.view(batch, self.norm.num_groups, -1)  # [B, G, C/G * T]
-        count = self.lengths[:, None].to(x.dtype) * per_group  # [B, 1] real values per group
-        mean = groups.sum(dim=-1) / count  # [B, G]
-        # E[x^2] - mean^2: two fast reductions instead of a second pass over the centred values
-        var = (torch.linalg.vector_norm(groups, dim=-1).square() / count - mean.square()).clamp_min(0)  # [B, G]
+        count = self.lengths[:, None].float() * per_group  # [B, 1] real values per group
+        # statistics in float32 whatever the model's dtype, and E[x^2] - mean^2: two fast reductions instead
+        # of a second pass over the centred values
+        mean = groups.sum(dim=-1, dtype=torch.float32) / count  # [B, G]
+        mean_square = torch.linalg.vector_norm(groups, dim=-1, dtype=torch.float32).square() / count  # [B, G]
+        var = (mean_square - mean.square()).clamp_min(0)  # [B, G]
         scale = torch.rsqrt(var + self.norm.eps).repeat_interleave(per_group, dim=1) * self.norm.weight  # [B, C]
         shift = self.norm.bias - mean.repeat_interleave(per_group, dim=1) * scale  # [B, C]
-        return x.mul_(scale[..., None]).add_(shift[..., None])  # [B, C, T]
+        return x.mul_(scale[..., None].to(x.dtype)).add_(shift[..., None].to(x.dtype))  # [B, C, T]
 
 
 def _receptive_field(config: HubertConfig) -> int:
