@@ -72,7 +72,7 @@ class RetrievalConfig:
     name: str = "faiss"  # registry name of the retriever
     name_or_path: Optional[str] = None  # index folder (`anymodal index build`)
     dim: int = 0  # query width; filled from the index when first built
-    top_k: int = 1
+    projection: OutputProjectionConfig = field(default_factory=lambda: OutputProjectionConfig(kind="linear"))
 
 
 @dataclass
@@ -88,6 +88,7 @@ class PromptConfig:
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 64
+    min_new_tokens: int = 0
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0

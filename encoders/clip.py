@@ -13,6 +13,7 @@ preprocessor_config.json, tokenizer files), e.g. ``openai/clip-vit-large-patch14
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Union
 
@@ -26,6 +27,8 @@ from anymodal.interfaces import MediaBatch
 from anymodal.media import Image, Media, Modality
 
 from .pretrained import cannot_load, load_model
+
+log = logging.getLogger(__name__)
 
 FEATURES = ("pooled", "patch", "embeds")
 
@@ -84,7 +87,11 @@ class CLIPVisionEncoder(nn.Module):
             tokenizer = CLIPTokenizer.from_pretrained(name_or_path) if text and isinstance(config, CLIPConfig) else None
         except (OSError, ValueError) as e:
             raise cannot_load("CLIP", name_or_path, cls.default_checkpoint, e) from None
-        if isinstance(config, CLIPConfig) and text:
+        if tokenizer is not None and len(tokenizer) <= len(tokenizer.all_special_tokens):
+            # transformers builds an empty tokenizer when the files are absent: never pair it with the text tower
+            log.info("%s has no tokenizer files: loading CLIP's vision tower only (no encode_text)", name_or_path)
+            tokenizer = None
+        if isinstance(config, CLIPConfig) and tokenizer is not None:
             model_class = CLIPModel
         elif isinstance(config, CLIPConfig):
             # older configs give the projection width only at the top level
@@ -147,8 +154,8 @@ class CLIPVisionEncoder(nn.Module):
         ``get_text_features``). Texts longer than the model's context (77 tokens for OpenAI CLIP) are truncated.
         ``normalize=True`` returns unit vectors, ready for cosine / inner-product search."""
         if not isinstance(self.model, CLIPModel):
-            raise ConfigError("this CLIP encoder has no text tower: load a full CLIPModel checkpoint with "
-                              "from_pretrained(..., text=True)")
+            raise ConfigError("this CLIP encoder has no text tower: load a full CLIPModel checkpoint that has its "
+                              "tokenizer files (tokenizer.json, or vocab.json + merges.txt) with text=True")
         if not texts or not all(isinstance(t, str) for t in texts):
             raise MediaError(f"encode_text needs a non-empty list of strings, got {texts!r:.80}")
         param = next(self.model.parameters())

@@ -1,5 +1,7 @@
 """CLIP encoder: the published CLIPModel layout loads both towers; features match transformers' own."""
 
+import shutil
+
 import pytest
 import torch
 from transformers import CLIPModel, CLIPVisionConfig, CLIPVisionModel
@@ -79,6 +81,16 @@ def test_vision_only_loading_keeps_embeds(clip_dir):
     batch = encoder.preprocess(images(2))
     torch.testing.assert_close(encoder.encode(batch), both_towers.encode(batch))
     with pytest.raises(ConfigError, match="no text tower"):
+        encoder.encode_text(["a cat"])
+
+
+def test_clipmodel_folder_without_tokenizer_loads_no_text_tower(tmp_path, clip_dir, reference):
+    reference.save_pretrained(tmp_path)  # weights, config and image processor; no tokenizer files
+    shutil.copy(clip_dir / "preprocessor_config.json", tmp_path)
+    encoder = CLIPVisionEncoder.from_pretrained(str(tmp_path), feature="embeds")
+    assert encoder.tokenizer is None
+    assert encoder.encode(encoder.preprocess(images(2))).shape == (2, 1, 24)
+    with pytest.raises(ConfigError, match="tokenizer files"):
         encoder.encode_text(["a cat"])
 
 

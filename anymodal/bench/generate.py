@@ -1,0 +1,80 @@
+"""`anymodal bench generate`: tokens/s of AnyModalModel.generate against plain transformers generate on the
+same LLM, prompt and greedy settings, text-only and with one image, measured in the same run."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ..media import Image, Turn
+
+PROMPT = "describe the picture in a few words"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("generate", help="framework overhead of generate() vs plain transformers")
+    parser.add_argument("--bundle", help="a bundle to measure (default: a tiny random model built on the fly)")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per answer (default 64)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per case; the median is reported")
+    parser.add_argument("--hidden-size", type=int, default=256, help="hidden size of the on-the-fly LLM")
+    parser.add_argument("--layers", type=int, default=4, help="layers of the on-the-fly LLM")
+    parser.set_defaults(func=run)
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(args) -> int:
+    from ..model import AnyModalModel
+    from ..tiny import save_tiny_clip, save_tiny_llm, tiny_config
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.bundle:
+            model = AnyModalModel.from_pretrained(args.bundle)
+        else:
+            root = Path(tmp)
+            save_tiny_llm(root / "llm", hidden_size=args.hidden_size, layers=args.layers)
+            save_tiny_clip(root / "clip")
+            model = AnyModalModel.from_config(tiny_config(root, decoders=False, retrieval=False))
+        model.eval()
+        n = args.tokens
+        image_modality = next((m for m in model.encoders if m == "image"), None)
+        cases = {"text": Turn.user(PROMPT)}
+        if image_modality:
+            cases["text+image"] = Turn.user(PROMPT, Image(torch.rand(3, 224, 224)))
+        params = sum(p.numel() for p in model.llm.parameters())
+        print(f"LLM: {params / 1e6:.1f}M parameters, {n} new tokens, greedy, median of {args.repeats} runs, "
+              f"{torch.get_num_threads()} threads")
+        print(f"{'case':12s} {'transformers tok/s':>19s} {'anymodal tok/s':>15s} {'overhead':>9s}")
+        worst = 0.0
+        for name, turn in cases.items():
+            example = model.processor.encode([turn], add_generation_prompt=True)
+            ids = torch.tensor([example.input_ids], device=model.device)
+
+            def plain():
+                with torch.inference_mode():
+                    out = model.llm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                             min_new_tokens=n, do_sample=False, pad_token_id=model.tokenizer.pad_token_id)
+                assert out.shape[1] - ids.shape[1] == n
+
+            def ours():
+                response = model.generate(turn, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+                assert len(response.token_ids) == n
+
+            base, mine = _median_seconds(plain, args.repeats), _median_seconds(ours, args.repeats)
+            worst = max(worst, mine / base)
+            print(f"{name:12s} {n / base:19.1f} {n / mine:15.1f} {mine / base:8.3f}x")
+    print(f"overhead_vs_transformers={worst:.3f}x")
+    return 0
