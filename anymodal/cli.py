@@ -10,7 +10,7 @@ import sys
 from .errors import AnyModalError
 
 COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode"]
-BENCH_MODULES = ["generate", "index", "decode"]
+BENCH_MODULES = ["generate", "index", "decode", "encoders"]
 
 
 def build_parser() -> argparse.ArgumentParser:

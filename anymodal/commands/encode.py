@@ -26,8 +26,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("encode", help="embed media files with an encoder into one safetensors file",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", metavar="FILE", help="images, audio or video files")
-    parser.add_argument("--encoder", required=True,
-                        help="registry name (clip, hubert, imagebind; see `anymodal plugins`) or package.module:Class")
+    parser.add_argument("--encoder", required=True, help="registry name (clip, hubert, imagebind; see "
+                                                         "`anymodal list encoders`) or package.module:Class")
     parser.add_argument("--encoder-path", help="hub id or local folder of the weights (default: the encoder's "
                                                "default checkpoint, e.g. openai/clip-vit-large-patch14)")
     parser.add_argument("--feature", help="which feature, e.g. clip: pooled|patch|embeds, hubert: frames|mean")
