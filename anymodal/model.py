@@ -86,6 +86,10 @@ class AnyModalModel(nn.Module):
             if key not in shared:
                 shared[key] = registry.resolve("encoders", e.name).from_pretrained(where(e.name_or_path), **e.options)
             encoders[modality] = shared[key]
+            if encoders[modality].tokens_per_item < 1:
+                raise ConfigError(f"the {name} encoder {e.name!r} gives a variable number of tokens per item, which "
+                                  f"cannot be spliced at a placeholder; choose a pooled feature in encoders.{name}.options "
+                                  f"(e.g. feature: mean for HuBERT)")
 
         decoders: dict[Modality, Decoder] = {}
         for name, d in config.decoders.items():

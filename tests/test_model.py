@@ -259,3 +259,13 @@ def test_stream_delivers_media_after_text(model):
     parts = list(model.stream(Turn.user("draw"), prefill="a [IMG0]", max_new_tokens=6))
     assert isinstance(parts[0], str) and parts[0].strip() == "a"
     assert sum(isinstance(p, Image) for p in parts) == 1
+
+
+def test_variable_length_encoder_is_refused_with_a_fix(tiny_root, tmp_path):
+    from anymodal.config import EncoderConfig
+    from tiny_encoders import save_tiny_hubert
+
+    config = tiny_config(tiny_root, decoders=False, retrieval=False)
+    config.encoders["audio"] = EncoderConfig(name="hubert", name_or_path=str(save_tiny_hubert(tmp_path / "hubert")))
+    with pytest.raises(ConfigError, match="variable number of tokens.*feature: mean"):
+        AnyModalModel.from_config(config)

@@ -19,7 +19,7 @@ from anymodal.errors import CheckpointError, MediaError
 from anymodal.interfaces import MediaBatch
 from anymodal.media import IMU, Audio, Depth, Image, Media, Modality, Thermal, Video
 
-from .checkpoint import CHECKPOINT_URL, load_imagebind, save_checkpoint
+from .checkpoint import CHECKPOINT_URL, DEFAULT_CHECKPOINT, load_imagebind, save_checkpoint
 from .model import HUGE, ImageBindModel, check_spec
 from .transforms import (depth_to_disparity, to_pil, tokenize, transform_audio, transform_depth, transform_image,
                          transform_imu, transform_thermal, transform_video)
@@ -68,6 +68,7 @@ class ImageBindEncoder(nn.Module):
 
     modalities = tuple(INPUT_KEYS)
     tokens_per_item = 1
+    default_checkpoint = str(DEFAULT_CHECKPOINT)  # where `anymodal encode` looks without --encoder-path
 
     def __init__(self, model: ImageBindModel, trainable: bool = False):
         super().__init__()
