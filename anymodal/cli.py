@@ -9,8 +9,8 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins"]
-BENCH_MODULES = ["generate"]
+COMMAND_MODULES = ["demo", "plugins", "train"]
+BENCH_MODULES = ["generate", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
