@@ -126,6 +126,8 @@ class Trainer:
                               "or set train.tensorboard=false")
         self.output_dir = Path(recipe.output_dir)
         self.accelerator = Accelerator(
+            # without a GPU, torchrun / accelerate launch processes must be told to join one gloo group on CPU
+            cpu=not torch.accelerator.is_available(),
             gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision,
             log_with="tensorboard" if t.tensorboard else None, project_dir=str(self.output_dir),
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=t.seed),
