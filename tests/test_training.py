@@ -272,3 +272,17 @@ def test_two_gloo_processes_run_a_recipe_to_the_end(toy, tmp_path):
     assert "train step 4/4" in done.stdout
     assert (tmp_path / "ddp" / "checkpoints" / "step-00000004" / "random_states_1.pkl").is_file()  # rank 1's RNG
     AnyModalModel.from_pretrained(tmp_path / "ddp" / "bundle")
+
+
+def test_a_stage_starts_from_the_previous_stage_bundle(toy, tmp_path):
+    first = Trainer(recipe(toy, tmp_path, "encoder_alignment", "train.steps=3")).fit()
+    second = Trainer(recipe(toy, tmp_path, "instruction_tuning", "train.steps=3", "model=null", f"init_from={first}"))
+    start = {n: p.detach().clone() for n, p in second.model.named_parameters() if "lora_B" in n}
+    assert start and all(not v.any() for v in start.values())  # stage 1's fresh adapter, loaded from its bundle
+    stage_one = load_file(first / "projections.safetensors")
+    assert torch.equal(second.model.trainable_state()["input_projections.image.net.0.weight"],
+                       stage_one["input_projections.image.net.0.weight"])
+    assert any("lora_" in n for n, p in second.model.named_parameters() if p.requires_grad)
+    bundle = second.fit()
+    trained = load_file(bundle / "adapter" / "adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in trained.items() if "lora_B" in k)  # LoRA trained in stage 3
