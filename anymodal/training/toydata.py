@@ -96,7 +96,7 @@ def _write_parts(folder: Path, data: Path, items) -> None:
     index.save(folder / "index")
 
 
-def _pretrain_llm(directory: Path, captions: list[str], steps: int = 300, seed: int = 0) -> None:
+def _pretrain_llm(directory: Path, captions: list[str], steps: int = 200, seed: int = 0) -> None:
     """A random LLM gives near-uniform logits whatever its input, so frozen-LLM stages could not lower their
     loss. A few hundred steps on toy dialogue text (in anymodal's default prompt format) give it the toy
     vocabulary and the habit of repeating what the user said, as a real pretrained LLM has."""
