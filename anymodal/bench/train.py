@@ -26,6 +26,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..errors import ConfigError
     from ..training.recipe import load_recipe
+    from ..training.toydata import build_toy
 
     if args.steps <= args.warmup:
         raise ConfigError(f"--steps ({args.steps}) must be larger than --warmup ({args.warmup})")
@@ -33,6 +34,8 @@ def run(args) -> int:
         overrides = [*args.overrides, f"train.steps={args.steps}", "train.checkpoint_every=0", "train.eval_every=0",
                      f"train.log_every={args.steps}", "data.eval=[]", "data.eval_fraction=0.0", f"output_dir={tmp}"]
         recipe = load_recipe(args.recipe, overrides)
+        if recipe.toy.build:
+            build_toy(recipe.toy)
         loops = {"plain PyTorch": plain_loop, "anymodal Trainer": trainer_loop}
         runs = {name: [] for name in loops}
         for _ in range(max(1, args.repeats)):  # a shared CPU is noisy: alternate the loops, keep each one's best

@@ -94,8 +94,9 @@ def load_recipe(source: str | Path | dict, overrides: list[str] | None = None) -
     """Read and check a recipe; ``overrides`` are ``a.b=c`` strings (``train.steps=50``)."""
     try:
         recipe = build(Recipe, source, overrides=overrides)
-    except ConfigError as e:
-        raise ConfigError(f"{e} (recipe schema: anymodal/training/recipe.py, knobs: recipes/README.md)") from None
+    except ConfigError as e:  # the schema is here, not in anymodal/config.py
+        message = str(e).replace("Recipe in anymodal/config.py", "Recipe in anymodal/training/recipe.py")
+        raise ConfigError(f"{message} (every knob: recipes/README.md)") from None
     if (recipe.model is None) == (recipe.init_from is None):
         raise ConfigError("a recipe needs exactly one of `model` (build from pretrained parts) or `init_from` "
                           "(a bundle folder to start from)")

@@ -123,7 +123,7 @@ class ModelStage(Stage):
             encoder = self.config.retrieval_encoder
             if encoder is not None:
                 loaded = registry.resolve("encoders", encoder.name).from_pretrained(encoder.name_or_path, **encoder.options)
-                self._target_encoder = loaded.to(device) if hasattr(loaded, "to") else loaded
+                self._target_encoder = loaded.requires_grad_(False).to(device) if isinstance(loaded, nn.Module) else loaded
 
     def forward(self, model: AnyModalModel, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = model(batch.batch)

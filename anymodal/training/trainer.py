@@ -125,14 +125,17 @@ class Trainer:
             raise ConfigError("train.tensorboard is on but tensorboard is not installed: `pip install tensorboard` "
                               "or set train.tensorboard=false")
         self.output_dir = Path(recipe.output_dir)
-        self.accelerator = Accelerator(
-            # without a GPU, torchrun / accelerate launch processes must be told to join one gloo group on CPU
-            cpu=not torch.accelerator.is_available(),
-            gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision,
-            log_with="tensorboard" if t.tensorboard else None, project_dir=str(self.output_dir),
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=t.seed),
-            # a batch without [RET] leaves the retrieval projection unused: DDP must allow that
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        try:
+            self.accelerator = Accelerator(
+                # without a GPU, torchrun / accelerate launch processes must be told to join one gloo group on CPU
+                cpu=not torch.accelerator.is_available(),
+                gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision,
+                log_with="tensorboard" if t.tensorboard else None, project_dir=str(self.output_dir),
+                dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=t.seed),
+                # a batch without [RET] leaves the retrieval projection unused: DDP must allow that
+                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        except ValueError as e:  # e.g. fp16 where the device has none, or a second mixed-precision setting
+            raise ConfigError(f"train.mixed_precision={t.mixed_precision!r} cannot run here: {e}") from None
         acc = self.accelerator
         print(f"process {acc.process_index}/{acc.num_processes} on {acc.device}", flush=True)
         if recipe.toy.build:
@@ -207,7 +210,7 @@ class Trainer:
                 self.progress.samples += batch.num_samples
                 self.progress.tokens += batch.num_tokens
                 step_samples, step_tokens = step_samples + batch.num_samples, step_tokens + batch.num_tokens
-                _add(window, {"loss": loss.detach(), **terms})
+                _add(window, {"loss": loss.detach(), **terms})  # tensors: no device sync until a log line
                 if not acc.sync_gradients:
                     continue
                 self.scheduler.step()
@@ -333,16 +336,16 @@ def checkpoints(output_dir: Path) -> list[Path]:
 def _sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
     """Per-key sums over every process (keys may differ between ranks: a term only some batches had)."""
     totals: dict[str, float] = defaultdict(float)
-    for part in gather_object([values]):
+    for part in gather_object([{k: float(v) for k, v in values.items()}]):
         for k, v in part.items():
             totals[k] += v
     return dict(totals)
 
 
-def _add(sums: dict[str, float], terms: dict[str, torch.Tensor]) -> None:
-    """Running sums and counts of loss terms (a term some batches lack is averaged over those that had it)."""
+def _add(sums: dict, terms: dict[str, torch.Tensor]) -> None:
+    """Running sums (tensors) and counts of loss terms (a term some batches lack is averaged over those that had it)."""
     for name, value in terms.items():
-        sums[name] += float(value)
+        sums[name] += value
         sums[f"{name}.count"] += 1
 
 
