@@ -170,6 +170,12 @@ def test_bad_recipes_fail_before_the_model_is_built(toy, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"data file .*nowhere\.jsonl does not exist"):
         Trainer(recipe(toy, tmp_path, "encoder_alignment", f"data.train=[{tmp_path}/nowhere.jsonl]"))
 
+    monkeypatch.setattr(trainer_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="pip install tensorboard"):
+        Trainer(recipe(toy, tmp_path, "encoder_alignment", "train.tensorboard=true"))
+    monkeypatch.undo()
+    monkeypatch.setattr(trainer_module, "build_model", _no_model)
+
     broken = tmp_path / "broken.jsonl"
     lines = (Path(toy) / "data" / "caption_train.jsonl").read_text().splitlines()
     lines[3] = lines[3].replace("images/", "images/missing_")

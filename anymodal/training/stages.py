@@ -21,7 +21,7 @@ from peft import PeftModel
 from torch import nn
 
 from .. import registry
-from ..errors import ConfigError
+from ..errors import ConfigError, TokenProtocolError
 from ..media import Media, Modality
 from ..model import AnyModalModel
 from ..tokens import INPUT_MODALITIES, placeholder
@@ -152,7 +152,7 @@ class ModelStage(Stage):
                     captions: list[str]) -> torch.Tensor | None:
         """MSE over the blocks that have a caption; ``hidden`` [n, k, D] in the order of ``captions``."""
         if len(captions) != hidden.shape[0]:
-            raise ConfigError(f"{hidden.shape[0]} {modality.value} signal blocks but {len(captions)} output parts; "
+            raise TokenProtocolError(f"{hidden.shape[0]} {modality.value} signal blocks but {len(captions)} output parts; "
                               f"write signal tokens only through typed output parts")
         keep = [i for i, caption in enumerate(captions) if caption]
         if not keep:
