@@ -253,6 +253,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Mean loss and loss terms over the held-out split (``train.eval_batches`` batches, 0 = all)."""
+        if self.eval_loader is None:
+            raise ConfigError("the recipe has no held-out data: set data.eval or data.eval_fraction")
         self.module.eval()
         sums: dict[str, float] = defaultdict(float)
         for i, batch in enumerate(self.eval_loader):
