@@ -9,8 +9,8 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode"]
-BENCH_MODULES = ["generate", "index", "decode", "encoders"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train"]
+BENCH_MODULES = ["generate", "index", "decode", "encoders", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
