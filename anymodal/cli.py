@@ -9,8 +9,8 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train"]
-BENCH_MODULES = ["generate", "index", "decode", "encoders", "train"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "serve", "app"]
+BENCH_MODULES = ["generate", "index", "decode", "encoders", "train", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
