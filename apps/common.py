@@ -64,15 +64,19 @@ def load_upload(path: str, max_upload_mb: float) -> Media:
         raise gr.Error(str(e).replace(str(Path(path).parent), "").lstrip("/")) from None
 
 
+def save_media(media: Media, folder: str) -> str:
+    """A generated item -> a file in the session folder (png / wav / mp4); its path."""
+    suffix = {"image": ".png", "audio": ".wav", "video": ".mp4"}[media.modality.value]
+    return str(io.save(media, Path(folder) / f"{media.modality.value}-{uuid.uuid4().hex[:8]}{suffix}"))
+
+
 def part_messages(part: Part, folder: str) -> list[dict[str, Any]]:
     """One response part -> assistant chat messages (media saved into the session folder; a retrieved
     item as its score line, then the item itself when it is a local file)."""
     if isinstance(part, str):
         return [{"role": "assistant", "content": part}]
     if isinstance(part, Media):
-        suffix = {"image": ".png", "audio": ".wav", "video": ".mp4"}[part.modality.value]
-        path = io.save(part, Path(folder) / f"{part.modality.value}-{uuid.uuid4().hex[:8]}{suffix}")
-        return [{"role": "assistant", "content": {"path": str(path)}}]
+        return [{"role": "assistant", "content": {"path": save_media(part, folder)}}]
     if isinstance(part, Retrieved):
         caption = f"retrieved {Path(part.uri).name} (score {part.score:.3f})"
         if not Path(part.uri).is_file():
@@ -94,5 +98,5 @@ def blocks(title: str) -> gr.Blocks:
 def launch(demo: gr.Blocks, host: str, port: int | None, max_upload_mb: float, **options: Any):
     """Start ``demo`` (127.0.0.1 unless told otherwise), uploads capped, no share link, no analytics."""
     return demo.queue(default_concurrency_limit=1).launch(
-        server_name=host, server_port=port, max_file_size=f"{max_upload_mb}mb", share=False,
+        server_name=host, server_port=port, max_file_size=int(max_upload_mb * 2**20), share=False,
         show_error=True, allowed_paths=[str(_ROOT)], **options)
