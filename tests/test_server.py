@@ -41,7 +41,14 @@ def test_text_answer_is_a_string(server):
                                                    max_tokens=6)
     message = reply.choices[0].message
     assert message.role == "assistant" and isinstance(message.content, str)
-    assert reply.usage.completion_tokens >= 1
+    assert reply.usage.completion_tokens >= 1 and reply.usage.prompt_tokens > 1
+
+
+def test_serve_command_checks_arguments_before_loading(tmp_path):
+    from anymodal.cli import main
+
+    assert main(["serve", "--files-root", str(tmp_path / "missing")]) == 2
+    assert main(["serve", "--max-concurrency", "0"]) == 2
 
 
 def test_image_in_and_local_file_inside_root(server):

@@ -10,6 +10,7 @@ Every request asks for the same greedy ``--max-tokens``, so batching is the only
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 import time
 
@@ -57,6 +58,7 @@ def run(args) -> int:
 
     if min(args.clients) < 1 or args.requests < 1 or args.max_tokens < 1:
         raise ConfigError("--clients, --requests and --max-tokens must be at least 1")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one log line per request would bury the table
     with tempfile.TemporaryDirectory(prefix="anymodal-bench-serve-") as tmp:
         model, note = load_model(args.bundle, tmp)
         print(f"model: {note}; {args.requests} requests per setting, {args.max_tokens} new tokens each")

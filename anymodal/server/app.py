@@ -163,7 +163,9 @@ def create_app(model, settings: ServerSettings | None = None) -> FastAPI:
             pieces = scheduler.stream(conversation, request.prefill, **options)
             return StreamingResponse(_sse(pieces, settings.model_name), media_type="text/event-stream")
         response: Response = await scheduler.generate(conversation, request.prefill, **options)
-        return _completion(response, settings.model_name, model)
+        example = model.processor.encode(conversation, add_generation_prompt=True, prefill=request.prefill)
+        prompt_tokens = len(example.input_ids) - len(example.prefill_ids)  # media counted as their encoder tokens
+        return _completion(response, settings.model_name, prompt_tokens)
 
     @app.post("/v1/embeddings")
     async def embeddings(request: EmbeddingRequest):
@@ -197,14 +199,15 @@ def _generation_options(request: ChatRequest, settings: ServerSettings) -> dict[
     return options
 
 
-def _completion(response: Response, model_name: str, model) -> dict[str, Any]:
+def _completion(response: Response, model_name: str, prompt_tokens: int) -> dict[str, Any]:
     completion_tokens = len(response.token_ids)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
         "model": model_name,
         "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                      "message": {"role": "assistant", "content": message_content(response.parts)}}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": completion_tokens, "total_tokens": completion_tokens},
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
     }
 
 

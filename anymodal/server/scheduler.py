@@ -117,7 +117,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
-            if self.batching and self.batch_wait_s:
+            if self.batching and self.batch_wait_s and self.admitted > 1:
                 await asyncio.sleep(self.batch_wait_s)  # let requests sent together arrive together
             while self._waiting:
                 batch = self._next_batch()
