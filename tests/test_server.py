@@ -170,6 +170,9 @@ def test_busy_is_429_and_waiting_requests_are_batched(tiny_model):
         with pytest.raises(openai.RateLimitError) as e:
             client(url).chat.completions.create(model="anymodal", messages=[{"role": "user", "content": "hi"}])
         assert e.value.status_code == 429 and "busy" in e.value.message
+        with pytest.raises(openai.RateLimitError):  # a stream is refused before its 200 status line
+            client(url).chat.completions.create(model="anymodal", messages=[{"role": "user", "content": "hi"}],
+                                                stream=True)
         gated.gate.set()
         for t in threads:
             t.join(60)

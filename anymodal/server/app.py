@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -136,7 +137,8 @@ def create_app(model, settings: ServerSettings | None = None) -> FastAPI:
     @app.middleware("http")
     async def _api_key(request: Request, call_next):
         if settings.api_key and request.url.path.startswith("/v1/"):
-            if request.headers.get("authorization", "") != f"Bearer {settings.api_key}":
+            sent = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(sent, f"Bearer {settings.api_key}".encode()):
                 error = RequestError(401, "missing or wrong API key; send 'Authorization: Bearer <key>'",
                                      code="invalid_api_key")
                 return JSONResponse(error.body(), status_code=401)
@@ -158,8 +160,8 @@ def create_app(model, settings: ServerSettings | None = None) -> FastAPI:
         conversation = to_conversation(request.messages, policy)
         options = _generation_options(request, settings)
         if request.stream:
-            if scheduler.admitted >= scheduler.max_concurrency + scheduler.queue_size:
-                raise Busy(f"the server is busy ({scheduler.admitted} requests running or queued); retry shortly")
+            if scheduler.full:  # checked before the 200 status line of the stream goes out
+                raise scheduler.busy()
             pieces = scheduler.stream(conversation, request.prefill, **options)
             return StreamingResponse(_sse(pieces, settings.model_name), media_type="text/event-stream")
         response: Response = await scheduler.generate(conversation, request.prefill, **options)

@@ -60,20 +60,33 @@ class Scheduler:
 
     # ------------------------------------------------------------------------------------ public
     async def generate(self, conversation: list[Turn], prefill: str = "", **options: Any) -> Response:
-        return await self._submit(_Job(self._loop().create_future(), conversation, prefill, options))
+        job = _Job(self._loop().create_future(), conversation, prefill, options)
+        self._admit(job)
+        return await self._result(job)
 
     async def stream(self, conversation: list[Turn], prefill: str = "", **options: Any):
         """Yield the parts of ``model.stream`` (text pieces, then media) as they come."""
         pieces: asyncio.Queue = asyncio.Queue()
         job = _Job(self._loop().create_future(), conversation, prefill, options, stream=pieces)
-        done = asyncio.ensure_future(self._submit(job))
+        self._admit(job)
+        done = asyncio.ensure_future(self._result(job))
         while (piece := await pieces.get()) is not END:
             yield piece
         await done  # raises the generation's error, if any
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the model thread (between generations)."""
-        return await self._submit(_Job(self._loop().create_future(), call=fn))
+        job = _Job(self._loop().create_future(), call=fn)
+        self._admit(job)
+        return await self._result(job)
+
+    @property
+    def full(self) -> bool:
+        return self.admitted >= self.max_concurrency + self.queue_size
+
+    def busy(self) -> Busy:
+        return Busy(f"the server is busy: {self.admitted} requests are running or queued (limit "
+                    f"{self.max_concurrency} running + {self.queue_size} queued); retry shortly")
 
     def close(self) -> None:
         if self._worker is not None:
@@ -88,14 +101,15 @@ class Scheduler:
             self._worker = loop.create_task(self._work())
         return loop
 
-    async def _submit(self, job: _Job) -> Any:
-        if self.admitted >= self.max_concurrency + self.queue_size:
-            raise Busy(f"the server is busy: {self.admitted} requests are running or queued (limit "
-                       f"{self.max_concurrency} running + {self.queue_size} queued); retry shortly")
+    def _admit(self, job: _Job) -> None:
+        if self.full:
+            raise self.busy()
         self.admitted += 1
+        self._waiting.append(job)
+        self._wake.set()
+
+    async def _result(self, job: _Job) -> Any:
         try:
-            self._waiting.append(job)
-            self._wake.set()
             return await job.future
         finally:
             self.admitted -= 1
