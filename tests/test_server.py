@@ -90,6 +90,8 @@ def test_embeddings_text_and_image(server):
 def test_models_and_health(server):
     assert [m.id for m in client(server).models.list()] == ["tiny"]
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
+    missing = httpx.get(f"{server}/v1/nothing")
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "Not Found"
 
 
 def test_api_key(tiny_model):

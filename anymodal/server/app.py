@@ -11,6 +11,7 @@ one-line message (the traceback goes to the server log, never to the client).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hmac
@@ -27,6 +28,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..agents.convert import block_to_media
 from ..errors import AnyModalError
@@ -118,6 +120,11 @@ def create_app(model, settings: ServerSettings | None = None) -> FastAPI:
         message = f"invalid request body: {where or 'body'}: {first.get('msg', 'malformed')}"
         return JSONResponse(RequestError(400, message, param=where or None).body(), status_code=400)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_, e: StarletteHTTPException):  # unknown routes (404), wrong methods (405)
+        return JSONResponse(RequestError(e.status_code, str(e.detail), code="http_error").body(),
+                            status_code=e.status_code)
+
     @app.exception_handler(AnyModalError)
     async def _anymodal_error(_, e: AnyModalError):
         return JSONResponse(RequestError(400, str(e), code=type(e).__name__).body(), status_code=400)
@@ -157,7 +164,7 @@ def create_app(model, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatRequest):
-        conversation = to_conversation(request.messages, policy)
+        conversation = await asyncio.to_thread(to_conversation, request.messages, policy)  # decodes media
         options = _generation_options(request, settings)
         if request.stream:
             if scheduler.full:  # checked before the 200 status line of the stream goes out
