@@ -106,3 +106,9 @@ def test_retrieval_chat_indexes_a_folder_and_brings_images_back(tiny_model, tmp_
     captions = [t for t in texts_of(history) if t.startswith("retrieved ")]
     assert len(captions) == 2 and all("(score " in c for c in captions)
     assert len(files_of(history)) == 2 and box == ""
+
+
+def test_app_command_checks_arguments_before_loading():
+    from anymodal.cli import main
+
+    assert main(["app", "assistant", "--max-upload-mb", "0"]) == 2

@@ -42,10 +42,11 @@ def run(args) -> int:
 
     from apps.common import launch
 
-    from ..server import load_model
+    from ..server.loading import exit_on_sigterm, load_model
 
     if args.max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    exit_on_sigterm()
     vocoder = args.vocoder
     if vocoder is None and args.bundle and (Path(args.bundle) / "vocoder").is_dir():
         vocoder = str(Path(args.bundle) / "vocoder")

@@ -31,11 +31,13 @@ def run(args) -> int:
     import uvicorn
 
     from ..server import ServerSettings, create_app, load_model
+    from ..server.loading import exit_on_sigterm
 
     if args.files_root is not None and not args.files_root.is_dir():
         raise ConfigError(f"--files-root {args.files_root} is not a folder")
     if args.max_concurrency < 1 or args.queue < 0:
         raise ConfigError(f"--max-concurrency must be >= 1 and --queue >= 0, got {args.max_concurrency}, {args.queue}")
+    exit_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="anymodal-serve-") as tmp:
         model, note = load_model(args.bundle, tmp)
         settings = ServerSettings(model_name=Path(args.bundle).name if args.bundle else "anymodal-tiny",

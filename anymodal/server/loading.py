@@ -7,6 +7,8 @@ Until the trained toy-world bundle ships (issue 9), no bundle means tiny RANDOM 
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -23,3 +25,8 @@ def load_model(bundle: str | Path | None, workdir: str | Path):
         return AnyModalModel.from_pretrained(bundle), f"bundle {bundle}"
     log.warning(TINY_NOTE)
     return build_tiny_model(workdir), "tiny random parts (untrained)"
+
+
+def exit_on_sigterm() -> None:
+    """A plain `kill` (SIGTERM) exits like Ctrl-C, so temp folders (model parts, sessions) are removed."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
