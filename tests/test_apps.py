@@ -59,6 +59,8 @@ def test_assistant_image_in_image_out_and_upload_limit(tiny_model, tmp_path):
         with too_big.open("rb") as f:  # ... and the server refuses it when a client does not
             reply = httpx.post(f"{client.src.rstrip('/')}/gradio_api/upload", files={"files": f})
         assert reply.status_code == 413
+        history, _ = client.predict({"text": "find one like it", "files": []}, [], "[RET]", 4, api_name="/respond")
+        assert any(t.startswith("retrieved ") and "(score " in t for t in texts_of(history))  # the bundle's index
         assert client.predict(api_name="/reset") == []
 
 
@@ -68,7 +70,7 @@ def test_speech_app_says_when_the_bundle_cannot_speak(tiny_model):
             client.predict(None, "hello", 8, api_name="/ask")
 
 
-def test_speech_app_answers_in_audio(tiny_root):
+def test_speech_app_answers_in_audio(tiny_root, tmp_path):
     from anymodal.model import AnyModalModel
     from anymodal.tiny import tiny_config
     from decoders.vocoder import UnitVocoder
@@ -88,6 +90,10 @@ def test_speech_app_answers_in_audio(tiny_root):
     assert transcript.startswith(text)  # the spoken span continues the text answer (chain of modality)
     with running("speech", model) as client:  # no vocoder: the units are counted instead
         audio, transcript, _ = client.predict(None, "say hello", 8, api_name="/ask")
+        speech = tmp_path / "question.wav"
+        soundfile.write(speech, torch.zeros(1600).numpy(), 16000)
+        with pytest.raises(AppError, match="no audio encoder"):  # this bundle speaks but cannot listen
+            client.predict(handle_file(str(speech)), "", 8, api_name="/ask")
     assert audio is None and "speech units; no vocoder" in transcript
 
 
