@@ -9,8 +9,8 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins"]
-BENCH_MODULES = ["generate"]
+COMMAND_MODULES = ["demo", "plugins", "quantize"]
+BENCH_MODULES = ["generate", "quantize"]
 
 
 def build_parser() -> argparse.ArgumentParser:
