@@ -182,11 +182,6 @@ def _check_shapes(model: nn.Module, config: QuantizationConfig) -> None:
                           f"(--skip {','.join(bad[:4])} / llm.quantization.skip), load on a GPU, or use int8")
 
 
-def is_quantized(model: nn.Module) -> bool:
-    return getattr(model, "hf_quantizer", None) is not None or any(
-        type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
-
-
 def weight_bytes(model: nn.Module) -> int:
     """Bytes of every weight and buffer as stored in memory, quantized formats included (packed 4-bit data,
     scales, torchao tensor subclasses, torch.ao packed params). Tied tensors count once."""

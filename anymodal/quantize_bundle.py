@@ -11,12 +11,10 @@ are copied unchanged; LoRA is kept as the adapter folder or merged into the weig
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 from peft import PeftModel
 from torch import nn
 
@@ -115,7 +113,3 @@ def _inside(path: str, directory: Path) -> str | None:
         return Path(path).as_posix()
     return None
 
-
-def read_record(directory: str | Path) -> dict | None:
-    """The manifest's quantization record of a bundle (None for a full-precision one)."""
-    return json.loads((Path(directory) / bundle.MANIFEST).read_text())["components"].get("quantization")

@@ -19,7 +19,7 @@ from anymodal.config import QuantizationConfig
 from anymodal.errors import CheckpointError, ConfigError
 from anymodal.llm import set_token_rows
 from anymodal.model import AnyModalModel
-from anymodal.quantize import quantizable_layers, resolve, weight_bytes
+from anymodal.quantize import plain_name, quantizable_layers, resolve, weight_bytes
 from anymodal.quantize_bundle import quantize_bundle
 from anymodal.quantize_report import format_report, layer_sqnr
 from anymodal.tiny import save_tiny_clip, save_tiny_llm, tiny_config
@@ -239,7 +239,7 @@ def test_quantize_command_writes_and_reports(original, tmp_path, capsys):
 
 def quantizable_names(source):
     model = AnyModalModel.from_pretrained(source)
-    return {n.removeprefix("base_model.model.").replace(".base_layer", "") for n in quantizable_layers(model.llm)}
+    return {plain_name(n) for n in quantizable_layers(model.llm)}
 
 
 def test_bench_prints_the_table_and_summary_line(original, capsys):
@@ -253,3 +253,13 @@ def test_bench_prints_the_table_and_summary_line(original, capsys):
     assert [line.split()[0] for line in lines[1:3]] == ["original", "nf4"]
     part = r"(int8|int4|nf4) \d+\.\d{3}x bf16 weight bytes \(goal <= 0\.\d\dx, (met|missed)\), ppl x\d+\.\d{3}"
     assert re.fullmatch(rf"summary: {part}(; {part})*; (goals met|goals missed: [a-z0-9,]+)", lines[-1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_decoder_cpu_offload_load_option_needs_a_gpu(tmp_path):
+    from decoders.diffusion import StableDiffusionDecoder
+
+    StableDiffusionDecoder.from_config({}).save_pretrained(tmp_path / "sd")
+    with pytest.raises(ConfigError, match="cpu_offload needs a CUDA GPU.*leave cpu_offload out"):
+        StableDiffusionDecoder.from_pretrained(tmp_path / "sd", cpu_offload=True)  # DecoderConfig.load_options key
+    assert StableDiffusionDecoder.from_pretrained(tmp_path / "sd", torch_dtype=torch.bfloat16).dtype == torch.bfloat16
