@@ -55,10 +55,11 @@ def default_device() -> str:
 
 def resolve(config: QuantizationConfig, device: str | None = None) -> QuantizationConfig:
     """``config`` with its backend picked for ``device`` (when ``auto``) and checked: the scheme exists, the
-    backend runs it on that device and is installed. Every error names an alternative that works."""
+    backend runs it (on ``device``, when one is given) and is installed. Every error names an alternative.
+    Loading passes no device: the LLM loads on the CPU wherever it later runs."""
     if config.scheme == "none":
         return config
-    device = device or default_device()
+    check_device, device = device is not None, device or default_device()
     if config.scheme not in SCHEMES:
         raise ConfigError(f"unknown quantization scheme {config.scheme!r}; use one of {', '.join(SCHEMES)} (or none)")
     if device not in AUTO:
@@ -67,7 +68,7 @@ def resolve(config: QuantizationConfig, device: str | None = None) -> Quantizati
     if name not in BACKENDS:
         raise ConfigError(f"unknown quantization backend {name!r}; use auto or one of {', '.join(BACKENDS)}")
     backend = BACKENDS[name]
-    if config.scheme not in backend.schemes or device not in backend.devices:
+    if config.scheme not in backend.schemes or (check_device and device not in backend.devices):
         raise ConfigError(f"the {name} backend does not run {config.scheme} on {device}; "
                           f"{_alternatives(config.scheme, device, name)}")
     try:
@@ -99,10 +100,18 @@ def _probe_torchao_int4(device: str) -> None:
                           f"or use nf4") from None
 
 
+def check_dtype(config: QuantizationConfig, dtype: torch.dtype) -> None:
+    """torch.ao's dynamic int8 kernels take float32 activations only."""
+    if config.backend == "torch-dynamic" and dtype != torch.float32:
+        raise ConfigError(f"the torch-dynamic int8 backend computes in float32, not {str(dtype).removeprefix('torch.')}; "
+                          f"set llm.dtype / --dtype float32, or run int8 with backend torchao or bitsandbytes")
+
+
 # ------------------------------------------------------------------------------------------- loading
 def from_pretrained_options(config: QuantizationConfig, prequantized: bool, dtype: torch.dtype) -> dict:
     """Keyword arguments for ``AutoModelForCausalLM.from_pretrained`` that quantize while loading. A checkpoint
     saved quantized (``prequantized``: its config.json has a quantization_config) brings its own."""
+    check_dtype(config, dtype)
     if config.scheme == "none" or config.backend == "torch-dynamic":
         return {}
     if prequantized:

@@ -21,7 +21,7 @@ from torch import nn
 from . import bundle, config as cfg
 from .errors import CheckpointError, ConfigError
 from .llm import load_llm, torch_dtype
-from .quantize import BACKENDS, default_device, resolve, resolve_skip
+from .quantize import BACKENDS, check_dtype, default_device, resolve, resolve_skip
 
 LLM_DIR = "llm"
 
@@ -49,7 +49,7 @@ def quantize_bundle(source: str | Path, out: str | Path, weights: str, *, backen
                               f"full-precision bundle it was made from instead")
     quantization = resolve(cfg.QuantizationConfig(scheme=weights, backend=backend), device)
     config.llm.dtype = dtype or config.llm.dtype
-    torch_dtype(config.llm.dtype)  # a bad --dtype fails before any work
+    check_dtype(quantization, torch_dtype(config.llm.dtype))  # before any work
     model = AnyModalModel.from_pretrained(source)
     llm = full_precision_llm(model.llm, merge_lora).to(torch_dtype(config.llm.dtype))
     quantization.skip = resolve_skip(llm, list(skip))

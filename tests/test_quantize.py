@@ -143,6 +143,8 @@ def test_unsupported_combinations_name_the_alternative(original, tmp_path, monke
         resolve(QuantizationConfig(scheme="int8", backend="torch-dynamic"), "cuda")
     with pytest.raises(ConfigError, match="torch-dynamic backend does not run nf4 on cpu.*backend bitsandbytes"):
         resolve(QuantizationConfig(scheme="nf4", backend="torch-dynamic"), "cpu")
+    with pytest.raises(ConfigError, match="torch-dynamic int8 backend computes in float32, not bfloat16.*torchao"):
+        quantize_bundle(source, tmp_path / "a", "int8", backend="torch-dynamic", dtype="bfloat16")
     with pytest.raises(ConfigError, match="unknown quantization scheme 'int2'.*int8, int4, nf4"):
         resolve(QuantizationConfig(scheme="int2"), "cpu")
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if it were not installed
@@ -263,3 +265,17 @@ def test_decoder_cpu_offload_load_option_needs_a_gpu(tmp_path):
     with pytest.raises(ConfigError, match="cpu_offload needs a CUDA GPU.*leave cpu_offload out"):
         StableDiffusionDecoder.from_pretrained(tmp_path / "sd", cpu_offload=True)  # DecoderConfig.load_options key
     assert StableDiffusionDecoder.from_pretrained(tmp_path / "sd", torch_dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+@pytest.mark.slow
+def test_bench_measures_each_variant_in_its_own_process(original, capsys):
+    _, source = original
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    args = parser.parse_args(["quantize", str(source), "--schemes", "int8", "--tokens", "3", "--repeats", "1"])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    original_row, int8_row = lines[1].split(), lines[2].split()
+    assert original_row[:3] == ["original", "-", "float32"] and int8_row[:3] == ["int8", "torch-dynamic", "float32"]
+    assert float(int8_row[5]) > 0  # peak MB of the variant's own process
+    assert lines[-1].startswith("summary: int8 ")

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     parser.add_argument("bundle", nargs="?", help="bundle folder (default: a tiny bundle built on the fly)")
     parser.add_argument("--schemes", default="int8,int4,nf4", help="comma-separated schemes to compare")
     parser.add_argument("--backend", default="auto", help="quantization backend for every scheme (default: auto)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                        help="precision of what the quantized bundles do not quantize (default: the bundle's llm.dtype)")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per generate call")
     parser.add_argument("--repeats", type=int, default=3, help="timed generate calls per variant")
     parser.add_argument("--hidden", type=int, default=256, help="tiny bundle: LLM hidden size")
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         source = Path(args.bundle) if args.bundle else tiny_bundle(Path(tmp) / "tiny", args.hidden, args.layers)
         variants = [("original", source)]
         for scheme in schemes:
-            variants.append((scheme, quantize_bundle(source, Path(tmp) / scheme, scheme, backend=args.backend)))
+            out = quantize_bundle(source, Path(tmp) / scheme, scheme, backend=args.backend, dtype=args.dtype)
+            variants.append((scheme, out))
         results = _measure_all(variants, args)
     print(format_table(results))
     print(summary_line(results))
@@ -102,7 +105,8 @@ def measure(name: str, bundle_dir: str, tokens: int, repeats: int) -> dict:
             nll += llm(input_ids=ids, labels=ids).loss.item() * (ids.shape[1] - 1)
             count += ids.shape[1] - 1
     quantization = model.config.llm.quantization
-    return {"variant": name, "backend": quantization.backend if quantization.scheme != "none" else model.config.llm.dtype,
+    return {"variant": name, "backend": quantization.backend if quantization.scheme != "none" else "-",
+            "dtype": model.config.llm.dtype,
             "weight_bytes": weight_bytes(llm), "bf16_bytes": bf16_bytes, "peak_bytes": _peak(device, before),
             "tokens_per_s": tokens_per_s, "perplexity": math.exp(nll / count)}
 
@@ -131,11 +135,11 @@ def _proc_status(key: str) -> int:
 
 def format_table(results: list[dict]) -> str:
     base = results[0]
-    header = (f"{'variant':<9} {'backend':<14} {'weights MB':>10} {'x bf16':>7} {'peak MB':>8} {'tok/s':>7} "
+    header = (f"{'variant':<9} {'backend':<14} {'dtype':<9} {'weights MB':>10} {'x bf16':>7} {'peak MB':>8} {'tok/s':>7} "
               f"{'x speed':>7} {'perplexity':>10} {'x ppl':>6}")
     rows = [header]
     for r in results:
-        rows.append(f"{r['variant']:<9} {r['backend']:<14} {r['weight_bytes'] / 2**20:10.2f} "
+        rows.append(f"{r['variant']:<9} {r['backend']:<14} {r['dtype']:<9} {r['weight_bytes'] / 2**20:10.2f} "
                     f"{r['weight_bytes'] / base['bf16_bytes']:7.3f} {r['peak_bytes'] / 2**20:8.1f} "
                     f"{r['tokens_per_s']:7.1f} {r['tokens_per_s'] / base['tokens_per_s']:7.2f} "
                     f"{r['perplexity']:10.3f} {r['perplexity'] / base['perplexity']:6.3f}")
