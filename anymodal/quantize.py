@@ -186,9 +186,11 @@ def _check_shapes(model: nn.Module, config: QuantizationConfig) -> None:
     bad = [plain_name(n) for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)
            and m.weight.device.type == "cpu" and m.in_features % BLOCK_SIZE]
     if bad:
+        suffixes = ",".join(sorted({n.rsplit(".", 1)[-1] for n in bad}))
         raise ConfigError(f"bitsandbytes' CPU {config.scheme} kernel needs input widths that are multiples of "
-                          f"{BLOCK_SIZE}; {len(bad)} layer(s) are not: {', '.join(bad[:4])}. Keep them in high precision "
-                          f"(--skip {','.join(bad[:4])} / llm.quantization.skip), load on a GPU, or use int8")
+                          f"{BLOCK_SIZE}; {len(bad)} layer(s) are not: {', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}. "
+                          f"Keep them in high precision (--skip {suffixes} / llm.quantization.skip), load on a GPU, "
+                          f"or use int8")
 
 
 def weight_bytes(model: nn.Module) -> int:
