@@ -9,8 +9,8 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train"]
-BENCH_MODULES = ["generate", "index", "decode", "encoders", "train"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "quantize"]
+BENCH_MODULES = ["generate", "index", "decode", "encoders", "train", "quantize"]
 
 
 def build_parser() -> argparse.ArgumentParser:

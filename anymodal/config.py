@@ -26,12 +26,24 @@ class LoraConfig:
 
 
 @dataclass
+class QuantizationConfig:
+    """Weight quantization of the LLM's linear layers, applied when it is loaded (anymodal/quantize.py).
+    A quantized bundle records it; a QLoRA recipe sets ``scheme: nf4`` to train LoRA on a 4-bit base."""
+
+    scheme: str = "none"  # none | int8 | int4 | nf4
+    backend: str = "auto"  # auto | bitsandbytes | torchao | torch-dynamic
+    skip: list[str] = field(default_factory=list)  # linear layers kept in high precision: names or name suffixes
+    double_quant: bool = True  # 4-bit: quantize the per-block scales too (QLoRA's double quantization)
+
+
+@dataclass
 class LLMConfig:
     name_or_path: str = "lmsys/vicuna-7b-v1.5"  # hub id, local dir, or a dir inside the bundle
     tokenizer: Optional[str] = None  # defaults to name_or_path
     dtype: str = "float32"  # float32 | bfloat16 | float16
     lora: LoraConfig = field(default_factory=LoraConfig)
     signal_hidden_layer: int = -1  # which hidden layer feeds the output / retrieval projections
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
 
 
 @dataclass
