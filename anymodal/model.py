@@ -374,7 +374,8 @@ class AnyModalModel(nn.Module):
                 "encoders": {m: {"name": e.name, "name_or_path": e.name_or_path} for m, e in c.encoders.items()},
                 "decoders": {m: {"name": d.name, "name_or_path": d.name_or_path, "condition_shape": d.condition_shape}
                              for m, d in c.decoders.items()},
-                "retrieval": {"name": c.retrieval.name, "name_or_path": c.retrieval.name_or_path} if c.retrieval.enabled else None}
+                "retrieval": {"name": c.retrieval.name, "name_or_path": c.retrieval.name_or_path} if c.retrieval.enabled else None,
+                "quantization": cfg.to_dict(c.llm.quantization) if c.llm.quantization.scheme != "none" else None}
 
     def _relative_component_paths(self) -> list[str]:
         """Component paths the config names inside the current bundle: they travel with the bundle."""
