@@ -9,8 +9,8 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins"]
-BENCH_MODULES = ["generate"]
+COMMAND_MODULES = ["demo", "plugins", "encode"]
+BENCH_MODULES = ["generate", "encoders"]
 
 
 def build_parser() -> argparse.ArgumentParser:
