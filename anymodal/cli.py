@@ -9,8 +9,8 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode"]
-BENCH_MODULES = ["generate", "encoders"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "decode"]
+BENCH_MODULES = ["generate", "decode"]
 
 
 def build_parser() -> argparse.ArgumentParser:

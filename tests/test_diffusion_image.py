@@ -10,6 +10,7 @@ from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.interfaces import Decoder
 from anymodal.media import Image, Modality
 from decoders.diffusion import StableDiffusionDecoder
+from decoder_fixtures import condition, one_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,7 @@ def saved(decoder, tmp_path_factory):
     return folder
 
 
-def condition(decoder, batch, seed=0):
-    return torch.randn(batch, *decoder.condition_shape, generator=torch.Generator().manual_seed(seed))
+SMALL = dict(height=16, width=16)  # a quarter of the default 32x32: the CPU cost of every test below
 
 
 def test_meets_decoder_contract_and_shape_comes_from_the_pipeline(decoder):
@@ -44,22 +44,22 @@ def test_batch_decodes_in_one_pipeline_call(decoder, monkeypatch):
         return original(self, **kwargs)
 
     monkeypatch.setattr(StableDiffusionPipeline, "__call__", spy)
-    images = decoder.decode(condition(decoder, 3), steps=2, guidance_scale=3.0, seed=0)
+    images = decoder.decode(condition(decoder, 3), steps=1, guidance_scale=3.0, seed=0)
     assert calls == [torch.Size([3, 77, 32])]
     assert [type(i) for i in images] == [Image] * 3
     assert all(i.pixels.shape == (3, 32, 32) and 0 <= i.pixels.min() and i.pixels.max() <= 1 for i in images)
 
 
 def test_requested_size(decoder):
-    (image,) = decoder.decode(condition(decoder, 1), steps=1, guidance_scale=1.0, seed=0, height=16, width=24)
-    assert image.pixels.shape == (3, 16, 24)
+    (image,) = decoder.decode(condition(decoder, 1), steps=1, guidance_scale=1.0, seed=0, height=8, width=24)
+    assert image.pixels.shape == (3, 8, 24)
 
 
 def test_seed_is_deterministic_and_matters(decoder):
     c = condition(decoder, 2)
-    a = decoder.decode(c, steps=2, guidance_scale=2.0, seed=7)
-    b = decoder.decode(c, steps=2, guidance_scale=2.0, seed=7)
-    other = decoder.decode(c, steps=2, guidance_scale=2.0, seed=8)
+    a = decoder.decode(c, steps=2, guidance_scale=2.0, seed=7, **SMALL)
+    b = decoder.decode(c, steps=2, guidance_scale=2.0, seed=7, **SMALL)
+    other = decoder.decode(c, steps=2, guidance_scale=2.0, seed=8, **SMALL)
     assert torch.equal(a[0].pixels, b[0].pixels) and torch.equal(a[1].pixels, b[1].pixels)
     assert not torch.allclose(a[0].pixels, other[0].pixels)
 
@@ -69,9 +69,9 @@ def test_negative_is_the_empty_caption_cached_and_used(decoder):
     assert negative is decoder.negative_condition()
     torch.testing.assert_close(negative, decoder.encode_text([""]))
     c = condition(decoder, 1)
-    default = decoder.decode(c, steps=2, guidance_scale=5.0, seed=0)[0].pixels
-    explicit = decoder.decode(c, steps=2, guidance_scale=5.0, seed=0, negative_condition=negative[0])[0].pixels
-    other = decoder.decode(c, steps=2, guidance_scale=5.0, seed=0, negative_condition=c)[0].pixels
+    default = decoder.decode(c, steps=1, guidance_scale=5.0, seed=0, **SMALL)[0].pixels
+    explicit = decoder.decode(c, steps=1, guidance_scale=5.0, seed=0, negative_condition=negative[0], **SMALL)[0].pixels
+    other = decoder.decode(c, steps=1, guidance_scale=5.0, seed=0, negative_condition=c, **SMALL)[0].pixels
     torch.testing.assert_close(default, explicit)
     assert not torch.allclose(default, other)
 
@@ -99,8 +99,8 @@ def test_save_and_load_back_gives_the_same_images(decoder, saved):
     loaded = StableDiffusionDecoder.from_pretrained(saved)
     assert loaded.condition_shape == decoder.condition_shape and loaded.has_text_encoder
     c = condition(decoder, 1)
-    torch.testing.assert_close(loaded.decode(c, steps=2, guidance_scale=3.0, seed=0)[0].pixels,
-                               decoder.decode(c, steps=2, guidance_scale=3.0, seed=0)[0].pixels)
+    torch.testing.assert_close(loaded.decode(c, steps=1, guidance_scale=3.0, seed=0, **SMALL)[0].pixels,
+                               decoder.decode(c, steps=1, guidance_scale=3.0, seed=0, **SMALL)[0].pixels)
 
 
 def test_pipeline_without_text_encoder(tmp_path):
@@ -110,7 +110,7 @@ def test_pipeline_without_text_encoder(tmp_path):
     short = StableDiffusionDecoder.from_pretrained(tmp_path, num_tokens=8)
     assert short.condition_shape == (8, 32)
     assert torch.equal(short.negative_condition(), torch.zeros(1, 8, 32))
-    (image,) = short.decode(torch.randn(1, 8, 32), steps=1, guidance_scale=2.0, seed=0, height=16, width=16)
+    (image,) = short.decode(torch.randn(1, 8, 32), steps=1, guidance_scale=2.0, seed=0, **SMALL)
     assert image.pixels.shape == (3, 16, 16)
     with pytest.raises(CheckpointError, match="without a tokenizer and text encoder"):
         short.encode_text(["a caption"])

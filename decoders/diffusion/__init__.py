@@ -1,9 +1,14 @@
 """Diffusion decoders: stock diffusers pipelines fed ``prompt_embeds`` from the output projection.
 
-    StableDiffusionDecoder  images  (StableDiffusionPipeline)      condition [77, 768] / [77, 1024]
+    decoder                 modality  pipeline                 condition (real checkpoints)
+    StableDiffusionDecoder  image     StableDiffusionPipeline  [77, 768] SD 1.x, [77, 1024] SD 2.x
+    AudioLDMDecoder         audio     AudioLDMPipeline         [512] CLAP (AudioLDM s/m/l)
+    TextToVideoDecoder      video     TextToVideoSDPipeline    [77, 1024] ModelScope t2v, Zeroscope
 """
 
+from .audio import AudioLDMDecoder
 from .base import DiffusionDecoder
 from .image import StableDiffusionDecoder
+from .video import TextToVideoDecoder
 
-__all__ = ["DiffusionDecoder", "StableDiffusionDecoder"]
+__all__ = ["AudioLDMDecoder", "DiffusionDecoder", "StableDiffusionDecoder", "TextToVideoDecoder"]

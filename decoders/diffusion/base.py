@@ -18,6 +18,8 @@ from diffusers import DiffusionPipeline
 from anymodal.errors import AnyModalError, CheckpointError, ConfigError, MediaError
 from anymodal.media import Modality
 
+from ..options import parse_dtype
+
 DEFAULT_NUM_TOKENS = 77  # CLIP's context length: what every Stable Diffusion family UNet was trained with
 
 
@@ -68,7 +70,8 @@ class DiffusionDecoder:
         layout (``model_index.json`` + one folder per component). The safety checker is never loaded;
         tokenizer and text encoder may be absent (then ``encode_text`` is unavailable and the negative
         conditioning is zeros). ``load_options`` go to diffusers' ``from_pretrained`` (``variant``,
-        ``revision``, ``local_files_only``, ...)."""
+        ``revision``, ``local_files_only``, ...). ``torch_dtype`` may be a name (``"float16"``) as YAML gives it."""
+        torch_dtype = parse_dtype(torch_dtype)
         index = cls._read_model_index(str(name_or_path), load_options)
         absent = {name: None for name in cls.optional_components if index.get(name, [None, None])[0] is None}
         try:

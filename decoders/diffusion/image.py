@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 from anymodal.media import Image, Modality
 
+from ..options import merge_spec
 from .base import DiffusionDecoder
-from .tiny import merge_spec, tiny_clip_tokenizer, tiny_scheduler
+from .tiny import tiny_clip_text, tiny_scheduler, tiny_unet_layout, tiny_vae
 
 TINY_IMAGE = {
     "sample_size": 32,  # pixels per side of the default output
@@ -40,27 +40,13 @@ class StableDiffusionDecoder(DiffusionDecoder):
     def from_config(cls, spec: dict[str, Any] | None = None, progress: bool = False) -> "StableDiffusionDecoder":
         """A tiny random pipeline built the way diffusers' fast tests do; ``spec`` overrides ``TINY_IMAGE``."""
         spec = merge_spec(TINY_IMAGE, spec, "tiny Stable Diffusion")
-        channels, groups = list(spec["block_out_channels"]), min(spec["block_out_channels"][0], 32)
-        vae_scale = 2 ** (len(channels) - 1)
+        channels = spec["block_out_channels"]
         torch.manual_seed(spec["seed"])
-        unet = UNet2DConditionModel(
-            sample_size=spec["sample_size"] // vae_scale, in_channels=4, out_channels=4,
-            block_out_channels=channels, layers_per_block=spec["layers_per_block"], norm_num_groups=groups,
-            # attention only in the lowest-resolution blocks keeps CPU steps fast
-            down_block_types=["DownBlock2D"] * (len(channels) - 1) + ["CrossAttnDownBlock2D"],
-            up_block_types=["CrossAttnUpBlock2D"] + ["UpBlock2D"] * (len(channels) - 1),
-            cross_attention_dim=spec["cross_attention_dim"], attention_head_dim=8)
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=channels,
-            down_block_types=["DownEncoderBlock2D"] * len(channels), up_block_types=["UpDecoderBlock2D"] * len(channels),
-            norm_num_groups=groups, sample_size=spec["sample_size"])
-        tokenizer = text_encoder = None
-        if spec["text_encoder"]:
-            tokenizer = tiny_clip_tokenizer(spec["num_tokens"])
-            text_encoder = CLIPTextModel(CLIPTextConfig(
-                vocab_size=len(tokenizer), hidden_size=spec["cross_attention_dim"], intermediate_size=37,
-                num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=spec["num_tokens"],
-                bos_token_id=0, eos_token_id=1, pad_token_id=1))
+        unet = UNet2DConditionModel(**tiny_unet_layout(channels, spec["layers_per_block"], spec["sample_size"]),
+                                    cross_attention_dim=spec["cross_attention_dim"])
+        vae = tiny_vae(channels, spec["sample_size"])
+        tokenizer, text_encoder = (tiny_clip_text(spec["cross_attention_dim"], spec["num_tokens"])
+                                   if spec["text_encoder"] else (None, None))
         pipeline = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=tiny_scheduler(),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)

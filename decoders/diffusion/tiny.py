@@ -7,26 +7,13 @@ reloaded in their published layout, just with a tiny vocabulary.
 
 from __future__ import annotations
 
-from typing import Any
-
-from diffusers import DDIMScheduler
+from diffusers import AutoencoderKL, DDIMScheduler
 from tokenizers.pre_tokenizers import ByteLevel
-from transformers import CLIPTokenizer, RobertaTokenizer
-
-from anymodal.errors import ConfigError
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, RobertaTokenizer
 
 # Stable Diffusion's own scheduler settings (scaled-linear betas), as in the published scheduler_config.json
 SD_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                     set_alpha_to_one=False, steps_offset=1)
-
-
-def merge_spec(defaults: dict[str, Any], spec: dict[str, Any] | None, what: str) -> dict[str, Any]:
-    """``defaults`` updated by ``spec``; an unknown key is a ConfigError listing the known ones."""
-    spec = dict(spec or {})
-    unknown = sorted(set(spec) - set(defaults))
-    if unknown:
-        raise ConfigError(f"unknown {what} option(s) {unknown}; known: {sorted(defaults)}")
-    return {**defaults, **spec}
 
 
 def tiny_scheduler() -> DDIMScheduler:
@@ -48,3 +35,32 @@ def tiny_roberta_tokenizer(max_length: int = 77) -> RobertaTokenizer:
     for char in sorted(ByteLevel.alphabet()):
         vocab[char] = len(vocab)
     return RobertaTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+
+
+def tiny_unet_layout(channels: list[int], layers_per_block: int, pixels: int, dims: str = "2D") -> dict:
+    """UNet keyword arguments the tiny pipelines share: one level per entry of ``channels``, the latent size
+    of a ``pixels`` input after ``tiny_vae(channels)``, and cross-attention only at the lowest resolution
+    (attention at 8x8 or below keeps CPU steps fast). ``dims``: "2D" (UNet2DConditionModel) or "3D"."""
+    return dict(
+        sample_size=pixels // 2 ** (len(channels) - 1), in_channels=4, out_channels=4,
+        block_out_channels=list(channels), layers_per_block=layers_per_block,
+        norm_num_groups=min(channels[0], 32), attention_head_dim=8,
+        down_block_types=[f"DownBlock{dims}"] * (len(channels) - 1) + [f"CrossAttnDownBlock{dims}"],
+        up_block_types=[f"CrossAttnUpBlock{dims}"] + [f"UpBlock{dims}"] * (len(channels) - 1))
+
+
+def tiny_vae(channels: list[int], sample_size: int, in_channels: int = 3) -> AutoencoderKL:
+    """A KL autoencoder with 4 latent channels that downsamples by ``2 ** (len(channels) - 1)``."""
+    return AutoencoderKL(
+        in_channels=in_channels, out_channels=in_channels, latent_channels=4, block_out_channels=channels,
+        down_block_types=["DownEncoderBlock2D"] * len(channels), up_block_types=["UpDecoderBlock2D"] * len(channels),
+        norm_num_groups=min(channels[0], 32), sample_size=sample_size)
+
+
+def tiny_clip_text(width: int, num_tokens: int) -> tuple[CLIPTokenizer, CLIPTextModel]:
+    """The Stable Diffusion family's text side: CLIP tokenizer + a 2-layer CLIP text model of ``width``."""
+    tokenizer = tiny_clip_tokenizer(num_tokens)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=37, num_attention_heads=4,
+        num_hidden_layers=2, max_position_embeddings=num_tokens, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    return tokenizer, text_encoder
