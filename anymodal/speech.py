@@ -100,6 +100,8 @@ class ChainOfModality:
         "transcript": "[tq]", "text_answer": "[ta]", "unit_answer": "[ua]"})
     separator: str = "; "
     tasks: dict[str, Task] = field(default_factory=lambda: dict(TASKS))
+    asr_instruction: str = "Can you transcribe the speech into a written format?"  # cross-modal SFT (stage 2)
+    tts_instruction: str = "Can you read this text aloud?"
 
     def prompt_config(self, system: str = "") -> PromptConfig:
         """The model's turn layout for these templates: ``[Human]: ... <eoh>. [SpeechGPT]: ...``."""
@@ -134,6 +136,16 @@ class ChainOfModality:
         t = self.task(example.task)
         text = "" if t.input == SPEECH else example.instruction
         return [self.question(example.task, text, example.instruction_units), self.answer(example)]
+
+    def cross_modal(self, text: str, units: list[int], direction: str = "asr") -> list[Turn]:
+        """Stage 2 pairs: ``{instruction} This is input: {speech or text} <eoh>.`` answered by the other side."""
+        if direction not in ("asr", "tts"):
+            raise ConfigError(f"cross-modal direction must be asr (speech -> text) or tts (text -> speech), got {direction!r}")
+        asr = direction == "asr"
+        given, wanted = (units_text(units), text) if asr else (text, units_text(units))
+        instruction = self.asr_instruction if asr else self.tts_instruction
+        return [Turn(f"{instruction} This is input: {given} {self.end_of_human}.", role="user"),
+                Turn(wanted + self.end_of_answer, role="assistant")]
 
     def prefill(self, task: str) -> str:
         """The answer's forced start: the first field's marker (``[tq]`` for speech input)."""
