@@ -9,7 +9,7 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode", "decode"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "decode", "speak", "speech_build", "speech_train"]
 BENCH_MODULES = ["generate", "decode"]
 
 

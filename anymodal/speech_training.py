@@ -176,8 +176,9 @@ def run_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Pa
     else:
         config = recipe.model
         if recipe.tiny:
-            save_tiny_llm(Path(recipe.output_dir + "-parts") / "llm")
-            config = tiny_config(recipe.output_dir + "-parts", decoders=False, retrieval=False)
+            parts = Path(recipe.output_dir + "-parts").resolve()  # absolute: later stages run from anywhere
+            save_tiny_llm(parts / "llm")
+            config = tiny_config(parts, decoders=False, retrieval=False)
             config.encoders = {}
             config.speech_units = recipe.speech_units
         config.prompt = template.prompt_config(config.prompt.system)
