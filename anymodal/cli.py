@@ -9,8 +9,8 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode", "decode", "speak", "speech_build", "speech_train"]
-BENCH_MODULES = ["generate", "decode"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "decode", "speak", "speech_build", "speech_train", "vocoder_train"]
+BENCH_MODULES = ["generate", "decode", "speech"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import torch
+
 from . import registry
 from .config import PromptConfig
 from .errors import ConfigError, TokenProtocolError
@@ -213,6 +215,8 @@ class Unitizer(Protocol):
 
     def units(self, audio: Audio) -> list[int]: ...
 
+    def frame_units(self, audio: Audio) -> torch.Tensor: ...  # [T] one unit per frame, before dedup
+
 
 class Vocoder(Protocol):
     """Units -> waveforms: ``decoders.vocoder.UnitVocoder`` (learned) and ``decoders.griffinlim.GriffinLimVocoder``."""
@@ -236,6 +240,11 @@ class HubertUnitizer:
 
     def units(self, audio: Audio) -> list[int]:
         return self.encoder.units(prepare_speech(audio, max_seconds=float("inf")), self.quantizer)
+
+    def frame_units(self, audio: Audio) -> torch.Tensor:
+        """One unit per 20 ms HuBERT frame, LongTensor [T], not deduplicated (vocoder training data)."""
+        clip = prepare_speech(audio, max_seconds=float("inf"))
+        return self.quantizer.assign(self.encoder.frame_features([clip], self.quantizer.layer)[0])
 
     def save(self, directory: str | Path) -> Path:
         import json

@@ -54,6 +54,18 @@ def read_speech(path: str | Path, max_seconds: float = 30.0, sample_rate: int = 
     return prepare_speech(io.read_audio(path), max_seconds=max_seconds, sample_rate=sample_rate)
 
 
+def read_speech_files(inputs: list[str | Path], max_seconds: float = float("inf")) -> list[Audio]:
+    """Every speech file named in ``inputs`` or found under the folders among them, read and checked."""
+    from tqdm.auto import tqdm
+
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        files += sorted(p for p in item.rglob("*") if p.suffix.lower() in io.AUDIO_SUFFIXES) if item.is_dir() else [item]
+    if not files:
+        raise MediaError(f"no speech files (.wav / .flac / .ogg / .mp3) found in {[str(i) for i in inputs]}")
+    return [read_speech(f, max_seconds) for f in tqdm(files, desc="reading speech", unit="file")]
+
+
 # ------------------------------------------------------------------------------------ log-mel units
 @dataclass
 class LogMelFeatures:

@@ -99,6 +99,8 @@ def stage_examples(model, stage: str, records: list[dict], template: ChainOfModa
     cross_modal_sft        {"text": "...", "units": [..], "direction": "asr" | "tts"}
     chain_of_modality_sft  {"task": "speech->speech", "instruction", "answer", "instruction_units", "answer_units"}
     """
+    if stage not in STAGES:
+        raise ConfigError(f"unknown speech stage {stage!r}; use one of {sorted(STAGES)}")
     examples = []
     for i, r in enumerate(records):
         try:
@@ -169,6 +171,7 @@ def run_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Pa
     recipe = build(SpeechRecipe, path, overrides=overrides)
     if sum([recipe.model is not None, recipe.init_from is not None, recipe.tiny]) != 1:
         raise ConfigError(f"{path}: set exactly one of model, init_from or tiny: true")
+    stage = SpeechStage(recipe.stage, recipe.trains)  # checks the stage before anything is built
     template = ChainOfModality(**recipe.template)
     torch.manual_seed(recipe.seed)
     if recipe.init_from:
@@ -188,6 +191,6 @@ def run_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Pa
         raise ConfigError(f"{path}: data file {data} does not exist")
     records = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
     examples = stage_examples(model, recipe.stage, records, template)
-    losses = train_stage(model, SpeechStage(recipe.stage, recipe.trains), examples, recipe.steps,
+    losses = train_stage(model, stage, examples, recipe.steps,
                          recipe.batch_size, recipe.lr, recipe.seed)
     return model.save_pretrained(recipe.output_dir), losses

@@ -1,11 +1,10 @@
 """Speech: checked input, log-mel units, Griffin-Lim vocoder, chain-of-modality templates, the speech pipeline."""
 
-import json
-
 import numpy as np
 import pytest
 import soundfile
 import torch
+from torchaudio.functional import edit_distance
 
 from anymodal.errors import CheckpointError, ConfigError, MediaError, TokenProtocolError
 from anymodal.media import Audio, Units
@@ -13,7 +12,7 @@ from anymodal.speech import TASKS, ChainExample, ChainOfModality, SpeechPipeline
 from anymodal.speech_features import LogMelFeatures, LogMelUnitizer, prepare_speech, read_speech
 from anymodal.speech_units import dedup
 from decoders.griffinlim import GriffinLimVocoder
-from speech_synth import RATE, corpus, utterance
+from anymodal.speech_synth import RATE, corpus, utterance
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,15 +36,6 @@ def unitizer(clips):
 @pytest.fixture(scope="module")
 def vocoder(clips, unitizer):
     return GriffinLimVocoder.fit(clips[:32], [unitizer.frame_units(c) for c in clips[:32]], unitizer.num_units)
-
-
-def edit_distance(a, b):
-    row = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        prev, row[0] = row[:], i
-        for j in range(1, len(b) + 1):
-            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
-    return row[-1]
 
 
 # ------------------------------------------------------------------------------------ input checks

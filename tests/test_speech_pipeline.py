@@ -13,7 +13,7 @@ from anymodal.speech import ChainOfModality, SpeechPipeline
 from anymodal.speech_features import LogMelUnitizer
 from anymodal.speech_training import SpeechStage, stage_examples, train_stage
 from decoders.griffinlim import GriffinLimVocoder
-from speech_synth import RATE, corpus
+from anymodal.speech_synth import RATE, corpus
 
 K = 16
 WORDS = {"red": [1, 2, 3], "green": [4, 5], "blue": [6, 7, 8, 9], "yellow": [10, 11]}

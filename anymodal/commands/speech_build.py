@@ -1,4 +1,4 @@
-"""`anymodal speech-build WAV... --units K --out DIR`: a log-mel unitizer and a Griffin-Lim vocoder from speech
+"""`anymodal speech-build SPEECH... --units K --out DIR`: a log-mel unitizer and a Griffin-Lim vocoder from speech
 files, in seconds (no training): DIR/unitizer and DIR/vocoder, ready for a model's ``speech`` config."""
 
 from __future__ import annotations
@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from tqdm.auto import tqdm
-
-from ..errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -24,15 +22,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from decoders.griffinlim import GriffinLimVocoder
 
-    from ..io import AUDIO_SUFFIXES
-    from ..speech_features import LogMelFeatures, LogMelUnitizer, read_speech
+    from ..speech_features import LogMelFeatures, LogMelUnitizer, read_speech_files
 
-    files = []
-    for item in map(Path, args.inputs):
-        files += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) if item.is_dir() else [item]
-    if not files:
-        raise ConfigError(f"no speech files found in {args.inputs}")
-    clips = [read_speech(f, max_seconds=float("inf")) for f in tqdm(files, desc="reading", unit="file")]
+    clips = read_speech_files(args.inputs)
     unitizer = LogMelUnitizer.fit(clips, args.units, LogMelFeatures(silence_db=args.silence_db), seed=args.seed)
     frame_units = [unitizer.frame_units(c) for c in tqdm(clips, desc="units", unit="clip")]
     vocoder = GriffinLimVocoder.fit(clips, frame_units, unitizer.num_units, hop_length=unitizer.hop_length)

@@ -1,4 +1,5 @@
-"""A tiny synthetic spoken language for speech tests (imported by them; pytest collects no tests here).
+"""A tiny synthetic spoken language for speech tests and `anymodal bench speech` (the toy world, issue 9,
+has the full one).
 
 Eight "phones": five vowels (a ~140 Hz harmonic source through two formants) and three fricatives (noise
 in one band), 80-120 ms each with 10 ms ramps; words are 2-3 phones; 60 ms gaps between words.
