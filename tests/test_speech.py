@@ -8,19 +8,13 @@ from torchaudio.functional import edit_distance
 
 from anymodal.errors import CheckpointError, ConfigError, MediaError, TokenProtocolError
 from anymodal.media import Audio, Units
-from anymodal.speech import TASKS, ChainExample, ChainOfModality, SpeechPipeline, ids_to_parts, load_unitizer, units_text
+from anymodal.speech import TASKS, ChainExample, ChainOfModality, ids_to_parts, load_unitizer, units_text
 from anymodal.speech_features import LogMelFeatures, LogMelUnitizer, prepare_speech, read_speech
 from anymodal.speech_units import dedup
 from decoders.griffinlim import GriffinLimVocoder
 from anymodal.speech_synth import RATE, corpus, utterance
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared CPU: threads only spin
-    yield
-    torch.set_num_threads(threads)
+from speech_fixtures import build_model
+from decoder_fixtures import one_thread  # noqa: F401  (autouse: one thread for tiny models)
 
 
 @pytest.fixture(scope="module")
@@ -140,16 +134,7 @@ def test_griffin_lim_bad_input(vocoder, tmp_path):
 # ------------------------------------------------------------------------------------ templates
 @pytest.fixture(scope="module")
 def speech_model(tmp_path_factory):
-    from anymodal.model import AnyModalModel
-    from anymodal.tiny import save_tiny_llm, tiny_config
-
-    root = tmp_path_factory.mktemp("speech")
-    save_tiny_llm(root / "llm")
-    config = tiny_config(root, decoders=False, retrieval=False)
-    config.encoders, config.speech_units = {}, 16
-    config.prompt = ChainOfModality().prompt_config()
-    torch.manual_seed(0)
-    return AnyModalModel.from_config(config).eval()
+    return build_model(tmp_path_factory.mktemp("speech"))
 
 
 def as_parts(model, turn):

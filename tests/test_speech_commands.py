@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from anymodal import io
 from anymodal.cli import main
@@ -16,16 +15,9 @@ from anymodal.speech_synth import RATE, corpus
 from decoders.griffinlim import GriffinLimVocoder
 from decoders.vocoder import UnitVocoder
 from decoders.vocoder_training import train_unit_vocoder
+from decoder_fixtures import one_thread  # noqa: F401  (autouse: one thread for tiny models)
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "speechgpt"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

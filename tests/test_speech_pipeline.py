@@ -1,6 +1,5 @@
 """SpeechGPT stages lower their loss; one spoken turn end to end (Python API and `anymodal speak`)."""
 
-import json
 
 import pytest
 import soundfile
@@ -14,29 +13,11 @@ from anymodal.speech_features import LogMelUnitizer
 from anymodal.speech_training import SpeechStage, stage_examples, train_stage
 from decoders.griffinlim import GriffinLimVocoder
 from anymodal.speech_synth import RATE, corpus
+from speech_fixtures import build_model
+from decoder_fixtures import one_thread  # noqa: F401  (autouse: one thread for tiny models)
 
 K = 16
 WORDS = {"red": [1, 2, 3], "green": [4, 5], "blue": [6, 7, 8, 9], "yellow": [10, 11]}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build_model(root, speech_units=K):
-    from anymodal.model import AnyModalModel
-    from anymodal.tiny import save_tiny_llm, tiny_config
-
-    save_tiny_llm(root / "llm")
-    config = tiny_config(root, decoders=False, retrieval=False)
-    config.encoders, config.speech_units = {}, speech_units
-    config.prompt = ChainOfModality().prompt_config()
-    torch.manual_seed(0)
-    return AnyModalModel.from_config(config).eval()
 
 
 def records(stage):
