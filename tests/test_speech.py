@@ -183,3 +183,19 @@ def test_cross_modal_pairs():
     assert assistant.text == "<sosp><u1><u2><eosp><eoa>"
     with pytest.raises(ConfigError, match="direction"):
         ChainOfModality().cross_modal("red", [1], "mt")
+
+
+def test_hubert_unitizer_saves_and_loads(clips, tmp_path):
+    from tiny_encoders import save_tiny_hubert
+
+    from anymodal.speech import HubertUnitizer
+    from encoders.hubert import HubertEncoder
+
+    encoder = HubertEncoder.from_pretrained(str(save_tiny_hubert(tmp_path / "hubert-src")), layer=1)
+    quantizer = encoder.fit_units(clips[:4], k=8)
+    unitizer = HubertUnitizer(encoder, quantizer)
+    units = unitizer.units(clips[40])
+    assert units and units == dedup(unitizer.frame_units(clips[40]))
+    loaded = load_unitizer(unitizer.save(tmp_path / "unitizer"))  # no hub id: the weights go inside
+    assert isinstance(loaded, HubertUnitizer) and (tmp_path / "unitizer" / "hubert").is_dir()
+    assert loaded.num_units == 8 and loaded.units(clips[40]) == units
