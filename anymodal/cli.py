@@ -9,8 +9,8 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode", "decode", "speak", "speech_build", "speech_train", "vocoder_train"]
-BENCH_MODULES = ["generate", "decode", "speech"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "speak", "speech_build", "speech_train", "vocoder_train"]
+BENCH_MODULES = ["generate", "index", "decode", "encoders", "speech"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,12 +16,14 @@ Kinds (``faiss.index_factory`` strings, ``options`` in brackets):
     ivf    inverted lists, trained   [nlist, nprobe]      "IVF{nlist},Flat"
     hnsw   graph                     [M, ef_construction, ef_search]   "HNSW{M}"
     ivfpq  inverted lists + product quantizer, trained [nlist, nprobe, m, nbits, refine, k_factor]
-                                                          "IVF{nlist},PQ{m}x{nbits}[,RFlat]"
+                                                          "IVF{nlist},PQ{m}x{nbits}np[,RFlat]"
+           (np: skip polysemous training, slow and unused here; RFlat: re-rank k_factor * k with exact vectors)
     sq8    exact scan over 8-bit scalar-quantised vectors, trained          "SQ8"
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -53,8 +55,9 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "ivfpq": {"nlist": 256, "nprobe": 16, "m": 64, "nbits": 8, "refine": False, "k_factor": 4},
     "sq8": {},
 }
-# FAISS cannot search these kinds on a GPU; they stay on the CPU.
+# FAISS has no GPU version of these kinds; they stay on the CPU (others fall back if the move fails).
 CPU_ONLY_KINDS = ("hnsw",)
+GPU_MAX_K = 2048  # the largest k faiss' GPU search takes
 
 
 def factory_string(kind: str, dim: int, options: dict[str, Any]) -> str:
@@ -70,7 +73,16 @@ def factory_string(kind: str, dim: int, options: dict[str, Any]) -> str:
     if dim % options["m"]:
         raise ConfigError(f"ivfpq needs m (sub-quantizers) to divide dim: dim={dim}, m={options['m']}; "
                           f"choose m among {[m for m in range(1, dim + 1) if dim % m == 0 and m <= 128]}")
-    return f"IVF{options['nlist']},PQ{options['m']}x{options['nbits']}" + (",RFlat" if options["refine"] else "")
+    return f"IVF{options['nlist']},PQ{options['m']}x{options['nbits']}np" + (",RFlat" if options["refine"] else "")
+
+
+def check_option_values(kind: str, options: dict[str, Any]) -> None:
+    """Every option is a positive int, except ``refine`` (a bool)."""
+    for name, value in options.items():
+        ok = isinstance(value, bool) if name == "refine" else (type(value) is int and value > 0)
+        if not ok:
+            want = "true or false" if name == "refine" else "a positive int"
+            raise ConfigError(f"{kind} index option {name} must be {want}, got {value!r}")
 
 
 def min_train_size(kind: str, options: dict[str, Any]) -> int:
@@ -80,6 +92,20 @@ def min_train_size(kind: str, options: dict[str, Any]) -> int:
     if kind == "ivfpq":
         return max(options["nlist"], 2 ** options["nbits"])
     return 1
+
+
+def train_size_hint(kind: str, options: dict[str, Any]) -> int:
+    """How many vectors are worth collecting before training: FAISS' k-means wants ~39 per centroid."""
+    return 39 * min_train_size(kind, options) if kind in ("ivf", "ivfpq") else min_train_size(kind, options)
+
+
+@functools.cache
+def _gpu_count() -> int:
+    """GPUs the installed faiss can use; says once per process when it falls back to the CPU."""
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if gpus == 0:
+        logger.info("faiss sees no GPU (CPU build of faiss, or no CUDA device): indexes run on the CPU")
+    return gpus
 
 
 def _as_matrix(vectors: Any, dim: int, what: str) -> np.ndarray:
@@ -94,6 +120,12 @@ def _as_matrix(vectors: Any, dim: int, what: str) -> np.ndarray:
         raise MediaError(f"{what} contain NaN or infinite values; check the encoder output")
     faiss.normalize_L2(matrix)
     return matrix
+
+
+def _faiss_message(error: RuntimeError) -> str:
+    """The last line of a FAISS C++ exception (the earlier ones are source locations)."""
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
 
 
 def _sha256(path: Path) -> str:
@@ -128,6 +160,7 @@ class VectorIndex:
     encoder: str
     options: dict[str, Any]
     encoder_path: str | None = None
+    encoder_options: dict[str, Any] = field(default_factory=dict)
     items: list[dict[str, Any]] = field(default_factory=list)
     on_gpu: bool = False
 
@@ -135,9 +168,10 @@ class VectorIndex:
 
     @classmethod
     def create(cls, dim: int, kind: str = "flat", encoder: str = "unknown", encoder_path: str | None = None,
-               device: str = "auto", **options: Any) -> "VectorIndex":
+               encoder_options: dict[str, Any] | None = None, device: str = "auto", **options: Any) -> "VectorIndex":
         """An empty index of ``kind`` for ``dim``-wide vectors of ``encoder`` (a registry name; ``encoder_path``
-        is the checkpoint it was loaded from, so that queries can be embedded the same way later).
+        and ``encoder_options`` say how it was loaded, e.g. {"feature": "embeds"}, so that queries can be
+        embedded the same way later). ``options``: see the table at the top of this file.
         ``device``: "auto" (GPU when the faiss GPU build sees one), "cpu" or "gpu"."""
         if kind not in KINDS:
             raise ConfigError(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -147,28 +181,35 @@ class VectorIndex:
         if unknown:
             raise ConfigError(f"unknown options {sorted(unknown)} for a {kind} index; "
                               f"it takes {sorted(DEFAULT_OPTIONS[kind]) or 'none'}")
+        check_option_values(kind, options)
         options = {**DEFAULT_OPTIONS[kind], **options}
         cpu_index = faiss.index_factory(dim, factory_string(kind, dim, options), faiss.METRIC_INNER_PRODUCT)
         if kind == "hnsw":
             cpu_index.hnsw.efConstruction = options["ef_construction"]
-        return cls._place(cpu_index, dim, kind, encoder, options, encoder_path, [], device)
+        return cls._place(cpu_index, device, dim=dim, kind=kind, encoder=encoder, options=options,
+                          encoder_path=encoder_path, encoder_options=dict(encoder_options or {}))
 
     @classmethod
-    def _place(cls, cpu_index, dim, kind, encoder, options, encoder_path, items, device) -> "VectorIndex":
+    def _place(cls, cpu_index: faiss.Index, device: str, **fields: Any) -> "VectorIndex":
         """Moves the index onto a GPU when asked for and possible, and applies the search options."""
+        kind, options = fields["kind"], fields["options"]
         if device not in DEVICES:
             raise ConfigError(f"index device must be one of {DEVICES}, got {device!r}")
-        gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         index, on_gpu = cpu_index, False
         if device != "cpu":
-            if gpus == 0:
-                log = logger.warning if device == "gpu" else logger.info
-                log("faiss sees no GPU (CPU build of faiss, or no CUDA device): the %s index runs on the CPU", kind)
+            if _gpu_count() == 0:
+                if device == "gpu":
+                    logger.warning("device='gpu' was asked for, but no GPU is usable by faiss: the %s index runs "
+                                   "on the CPU", kind)
             elif kind in CPU_ONLY_KINDS:
                 logger.info("faiss has no GPU version of a %s index: it runs on the CPU", kind)
             else:
-                index, on_gpu = faiss.index_cpu_to_all_gpus(cpu_index), True
-        self = cls(index, dim, kind, encoder, options, encoder_path, items, on_gpu)
+                try:
+                    index, on_gpu = faiss.index_cpu_to_all_gpus(cpu_index), True
+                except RuntimeError as e:  # e.g. a PQ layout or a refine wrapper the GPU code does not take
+                    logger.warning("faiss cannot move this %s index (%s) to the GPU (%s): it runs on the CPU",
+                                   kind, options, _faiss_message(e))
+        self = cls(index=index, on_gpu=on_gpu, **fields)
         self.set_search_options()
         return self
 
@@ -180,6 +221,7 @@ class VectorIndex:
         if unknown:
             raise ConfigError(f"a {self.kind} index has no search option {sorted(unknown)}; "
                               f"it takes {sorted(searchable) or 'none'}")
+        check_option_values(self.kind, options)
         self.options.update(options)
         space = faiss.GpuParameterSpace() if self.on_gpu else faiss.ParameterSpace()
         faiss_names = {"nprobe": "nprobe", "ef_search": "efSearch", "k_factor": "k_factor_rf"}
@@ -199,7 +241,7 @@ class VectorIndex:
         matrix = _as_matrix(vectors, self.dim, "training vectors")
         needed = min_train_size(self.kind, self.options)
         if len(matrix) < needed:
-            raise ConfigError(f"a {self.kind} index with {self._describe()} needs at least {needed} vectors to "
+            raise ConfigError(f"a {self.kind} index with {self.describe()} needs at least {needed} vectors to "
                               f"train, got {len(matrix)}; train on more vectors (a larger first batch or an "
                               f"explicit train() call) or lower nlist/nbits")
         self.index.train(matrix)
@@ -229,6 +271,9 @@ class VectorIndex:
         the index could not fill (IVF probing too few lists)."""
         if not isinstance(k, int) or k <= 0:
             raise ConfigError(f"k must be a positive int, got {k!r}")
+        if self.on_gpu and k > GPU_MAX_K:
+            raise ConfigError(f"faiss GPU indexes return at most k={GPU_MAX_K}, got k={k}; lower k or load the "
+                              f"index with device='cpu'")
         matrix = _as_matrix(queries, self.dim, "queries")  # [B, dim]
         k = min(k, len(self))
         if k == 0:
@@ -251,6 +296,7 @@ class VectorIndex:
 
     def manifest(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "encoder": self.encoder, "encoder_path": self.encoder_path,
+                "encoder_options": self.encoder_options,
                 "dim": self.dim, "kind": self.kind, "count": len(self), "metric": "inner_product",
                 "normalized": True, "options": self.options}
 
@@ -300,18 +346,19 @@ class VectorIndex:
         try:
             cpu_index = faiss.read_index(str(index_path))
         except RuntimeError as e:
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
-            raise CheckpointError(f"{index_path} is not a readable FAISS index ({first_line}); "
+            raise CheckpointError(f"{index_path} is not a readable FAISS index ({_faiss_message(e)}); "
                                   f"rebuild the index (anymodal index build)") from None
         items = _read_items(folder / ITEMS_FILE)
         if not (cpu_index.ntotal == len(items) == manifest["count"]) or cpu_index.d != manifest["dim"]:
             raise CheckpointError(f"{folder} is inconsistent: the index holds {cpu_index.ntotal} vectors of dim "
                                   f"{cpu_index.d}, {ITEMS_FILE} {len(items)} items, the manifest says "
                                   f"{manifest['count']} of dim {manifest['dim']}; rebuild the index")
-        return cls._place(cpu_index, manifest["dim"], manifest["kind"], manifest["encoder"], manifest["options"],
-                          manifest.get("encoder_path"), items, device)
+        return cls._place(cpu_index, device, dim=manifest["dim"], kind=manifest["kind"], encoder=manifest["encoder"],
+                          options=manifest["options"], encoder_path=manifest.get("encoder_path"),
+                          encoder_options=manifest.get("encoder_options", {}), items=items)
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
+        """The options as 'key=value, ...', for messages."""
         return ", ".join(f"{k}={v}" for k, v in self.options.items()) or "no options"
 
 

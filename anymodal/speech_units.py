@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
@@ -39,6 +38,8 @@ class UnitQuantizer:
     layer: int | None = None  # the encoder layer the frames came from, if any
 
     def __post_init__(self):
+        import faiss  # here, not at the top: importing faiss logs its CPU probing, encoders import this module
+
         self.centroids = np.ascontiguousarray(self.centroids, dtype=np.float32)
         self.index = faiss.IndexFlatL2(self.dim)  # exact nearest centroid, as k-means itself assigns
         self.index.add(self.centroids)
@@ -62,6 +63,8 @@ class UnitQuantizer:
                               f"Encode more audio or lower k")
         if frames.shape[0] < 39 * k:
             log.info("fitting %d units on only %d frames; faiss recommends at least %d", k, frames.shape[0], 39 * k)
+        import faiss
+
         kmeans = faiss.Kmeans(frames.shape[1], k, niter=iterations, nredo=restarts, seed=seed, verbose=False)
         kmeans.train(frames)
         return cls(kmeans.centroids, source=source, layer=layer)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,7 @@ class UnitVocoder:
         (at least ``samples_per_unit`` per unit). ``batched``: all sequences in one padded forward pass; rows
         shorter than the longest then differ from a one-at-a-time decode in their last ~5 frames (~100 ms),
         as far as HiFi-GAN's receptive field reaches into the padding. ``batched=False`` decodes row by row."""
-        ids = [list(u.ids) if isinstance(u, Units) else list(u) for u in units]
-        self._check_units(ids)
+        ids = self._check_units([u.ids if isinstance(u, Units) else u for u in units])
         if not 0 <= speaker < self.model.config.vocoder_num_spkrs:
             raise ConfigError(f"speaker must be in [0, {self.model.config.vocoder_num_spkrs}), got {speaker}")
         if not batched:
@@ -134,17 +134,25 @@ class UnitVocoder:
         return [Audio(waveform=w[None, :n].float().cpu(), sample_rate=self.sample_rate)
                 for w, n in zip(waveforms, lengths.tolist())]
 
-    def _check_units(self, ids: list[list[int]]) -> None:
-        if not ids:
+    def _check_units(self, rows: list) -> list[list[int]]:
+        """Plain int lists (numpy / torch integers accepted), every id inside the vocoder's codebook."""
+        if not rows:
             raise TokenProtocolError("decode_units needs at least one unit sequence")
-        for row, seq in enumerate(ids):
+        ids = []
+        for row, seq in enumerate(rows):
+            try:
+                seq = [operator.index(u) for u in seq]
+            except TypeError:
+                raise TokenProtocolError(f"unit sequence {row} must hold integer unit ids, got {seq!r:.80}") from None
             if not seq:
                 raise TokenProtocolError(f"unit sequence {row} is empty: a <sosp>...<eosp> block needs units")
-            bad = [u for u in seq if not isinstance(u, int) or not 0 <= u < self.num_units]
+            ids.append(seq)
+            bad = [u for u in seq if not 0 <= u < self.num_units]
             if bad:
                 raise TokenProtocolError(f"unit sequence {row} holds ids {bad[:5]} outside this vocoder's "
                                          f"{self.num_units} units (0..{self.num_units - 1}); the speech tokenizer "
                                          f"and the vocoder must share one k-means codebook")
+        return ids
 
 
 _DOWNLOAD_HINT = ("SpeechGPT's vocoder: download fairseq's mHuBERT unit HiFi-GAN (g_00500000 and config.json from "

@@ -13,6 +13,7 @@ preprocessor_config.json, tokenizer files), e.g. ``openai/clip-vit-large-patch14
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Union
 
@@ -24,6 +25,10 @@ from transformers import (AutoConfig, CLIPConfig, CLIPImageProcessor, CLIPModel,
 from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.interfaces import MediaBatch
 from anymodal.media import Image, Media, Modality
+
+from .pretrained import cannot_load, load_model
+
+log = logging.getLogger(__name__)
 
 FEATURES = ("pooled", "patch", "embeds")
 
@@ -79,26 +84,26 @@ class CLIPVisionEncoder(nn.Module):
         try:
             config = AutoConfig.from_pretrained(name_or_path)
             processor = CLIPImageProcessor.from_pretrained(name_or_path)
-            if isinstance(config, CLIPConfig) and text:
-                model_class, tokenizer = CLIPModel, CLIPTokenizer.from_pretrained(name_or_path)
-            elif isinstance(config, CLIPConfig):
-                # older configs give the projection width only at the top level
-                model_class, tokenizer = CLIPVisionModelWithProjection, None
-                config.vision_config.projection_dim = config.projection_dim
-                config = config.vision_config
-            elif isinstance(config, CLIPVisionConfig):
-                model_class, tokenizer = CLIPVisionModel, None
-            else:
-                raise CheckpointError(f"{name_or_path!r} holds a {config.model_type!r} model, not CLIP; pass a "
-                                      f"CLIPModel folder or hub id such as openai/clip-vit-large-patch14")
-            model, info = model_class.from_pretrained(name_or_path, config=config, output_loading_info=True,
-                                                      **load_options)
+            tokenizer = CLIPTokenizer.from_pretrained(name_or_path) if text and isinstance(config, CLIPConfig) else None
         except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot load CLIP from {name_or_path!r}: {e}. Download the checkpoint "
-                                  f"(e.g. `hf download openai/clip-vit-large-patch14`) or pass a local folder") from None
-        if info["missing_keys"]:
-            raise CheckpointError(f"the CLIP checkpoint {name_or_path!r} lacks weights "
-                                  f"{sorted(info['missing_keys'])[:8]}...; it is incomplete, download it again")
+            raise cannot_load("CLIP", name_or_path, cls.default_checkpoint, e) from None
+        if tokenizer is not None and len(tokenizer) <= len(tokenizer.all_special_tokens):
+            # transformers builds an empty tokenizer when the files are absent: never pair it with the text tower
+            log.info("%s has no tokenizer files: loading CLIP's vision tower only (no encode_text)", name_or_path)
+            tokenizer = None
+        if isinstance(config, CLIPConfig) and tokenizer is not None:
+            model_class = CLIPModel
+        elif isinstance(config, CLIPConfig):
+            # older configs give the projection width only at the top level
+            model_class = CLIPVisionModelWithProjection
+            config.vision_config.projection_dim = config.projection_dim
+            config = config.vision_config
+        elif isinstance(config, CLIPVisionConfig):
+            model_class = CLIPVisionModel
+        else:
+            raise CheckpointError(f"{name_or_path!r} holds a {config.model_type!r} model, not CLIP; pass a "
+                                  f"CLIPModel folder or hub id such as {cls.default_checkpoint}")
+        model = load_model(model_class, name_or_path, "CLIP", cls.default_checkpoint, config=config, **load_options)
         return cls(model, processor, feature, layer, tokenizer)
 
     @classmethod
@@ -124,8 +129,8 @@ class CLIPVisionEncoder(nn.Module):
 
     def preprocess(self, items: list[Media]) -> MediaBatch:
         wrong = [type(item).__name__ for item in items if not isinstance(item, Image)]
-        if wrong:
-            raise MediaError(f"the CLIP vision encoder takes images, got {wrong}")
+        if not items or wrong:
+            raise MediaError(f"the CLIP vision encoder takes a non-empty list of images, got {wrong or 'none'}")
         pixel_values = self.processor(images=[item.pixels for item in items], do_rescale=False,
                                       return_tensors="pt").pixel_values  # [B, 3, H, W]
         return MediaBatch(Modality.IMAGE, {"pixel_values": pixel_values})
@@ -149,8 +154,8 @@ class CLIPVisionEncoder(nn.Module):
         ``get_text_features``). Texts longer than the model's context (77 tokens for OpenAI CLIP) are truncated.
         ``normalize=True`` returns unit vectors, ready for cosine / inner-product search."""
         if not isinstance(self.model, CLIPModel):
-            raise ConfigError("this CLIP encoder has no text tower: load a full CLIPModel checkpoint with "
-                              "from_pretrained(..., text=True)")
+            raise ConfigError("this CLIP encoder has no text tower: load a full CLIPModel checkpoint that has its "
+                              "tokenizer files (tokenizer.json, or vocab.json + merges.txt) with text=True")
         if not texts or not all(isinstance(t, str) for t in texts):
             raise MediaError(f"encode_text needs a non-empty list of strings, got {texts!r:.80}")
         param = next(self.model.parameters())

@@ -2,14 +2,14 @@
 
 Audio is downmixed to mono and resampled to 16 kHz; HuBERT gives one frame per 20 ms (320 samples), each
 seeing a 25 ms window (400 samples). Mixed-length batches are padded and masked so that every item gets
-exactly the features it gets alone (see ``_masked_group_norm`` for the one place transformers' padded path
+exactly the features it gets alone (see ``_real_steps_group_norm`` for the one place transformers' padded path
 differs). Unit logic (k-means, assignment, dedup) is feature-agnostic and lives in ``anymodal.speech_units``.
 """
 
 from __future__ import annotations
 
 import logging
-from functools import partial
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,12 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
-from anymodal.errors import CheckpointError, ConfigError, MediaError
+from anymodal.errors import ConfigError, MediaError
 from anymodal.interfaces import MediaBatch
 from anymodal.media import Audio, Media, Modality
 from anymodal.speech_units import UnitQuantizer, dedup
+
+from .pretrained import load_model
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +65,7 @@ class HubertEncoder(nn.Module):
                         **load_options: Any) -> "HubertEncoder":
         """A hub id (``facebook/hubert-base-ls960``) or a local folder in the transformers layout (config.json,
         model.safetensors, optionally preprocessor_config.json)."""
-        try:
-            model, info = HubertModel.from_pretrained(name_or_path, output_loading_info=True, **load_options)
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot load HuBERT from {name_or_path!r}: {e}. Download the checkpoint "
-                                  f"(e.g. `hf download facebook/hubert-base-ls960`) or pass a local folder") from None
-        if info["missing_keys"]:
-            raise CheckpointError(f"the HuBERT checkpoint {name_or_path!r} lacks weights "
-                                  f"{sorted(info['missing_keys'])[:8]}...; it is incomplete, download it again")
+        model = load_model(HubertModel, name_or_path, "HuBERT", cls.default_checkpoint, **load_options)
         try:
             feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(name_or_path)
         except OSError:
@@ -93,6 +88,8 @@ class HubertEncoder(nn.Module):
     # ----------------------------------------------------------------------------------------- encode
     def preprocess(self, items: list[Media]) -> MediaBatch:
         """Mono 16 kHz waveforms, padded: ``input_values`` [B, N] and ``attention_mask`` [B, N] (1 = real)."""
+        if not items:
+            raise MediaError("HuBERT preprocess needs at least one audio item")
         waveforms = [self._mono_16k(item) for item in items]
         inputs = self.feature_extractor([w.numpy() for w in waveforms], sampling_rate=SAMPLE_RATE, padding=True,
                                         return_attention_mask=True, return_tensors="pt")
@@ -171,21 +168,8 @@ class HubertEncoder(nn.Module):
         param = next(self.model.parameters())
         input_values = batch.tensors["input_values"].to(param.device, param.dtype)  # [B, N]
         attention_mask = batch.tensors["attention_mask"].to(param.device)  # [B, N]
-        first_conv = self.model.feature_extractor.conv_layers[0]
-        norm = getattr(first_conv, "layer_norm", None)
-        hook = None
-        if isinstance(norm, nn.GroupNorm):
-            # HuBERT base normalises its first conv's output over all time steps, padding included, so a
-            # padded item would differ from the same item alone. Renormalise over real steps only.
-            conv = first_conv.conv
-            lengths = torch.div(attention_mask.sum(dim=1) - conv.kernel_size[0], conv.stride[0],
-                                rounding_mode="floor") + 1  # [B] real steps after the first conv
-            hook = norm.register_forward_hook(partial(_masked_group_norm, lengths=lengths))
-        try:
+        with _real_steps_group_norm(self.model, attention_mask.sum(dim=1)):
             out = self.model(input_values, attention_mask=attention_mask, output_hidden_states=True)
-        finally:
-            if hook is not None:
-                hook.remove()
         # the last layer is the model's output: for the stable-layer-norm models (HuBERT large) that includes
         # the encoder's final LayerNorm, which hidden_states[-1] lacks
         hidden = out.last_hidden_state if layer == self.model.config.num_hidden_layers else out.hidden_states[layer]
@@ -194,19 +178,47 @@ class HubertEncoder(nn.Module):
         return hidden * real[..., None].to(hidden.dtype)
 
 
-def _masked_group_norm(norm: nn.GroupNorm, inputs: tuple[torch.Tensor], output: torch.Tensor,
-                       lengths: torch.Tensor) -> torch.Tensor:
-    """GroupNorm over each item's first ``lengths[b]`` time steps only (a forward hook: replaces the output)."""
-    x = inputs[0]  # [B, C, T]
-    batch, channels, steps = x.shape
-    groups = x.view(batch, norm.num_groups, channels // norm.num_groups, steps)  # [B, G, C/G, T]
-    real = (torch.arange(steps, device=x.device)[None] < lengths[:, None]).to(x.dtype)  # [B, T]
-    real = real[:, None, None]  # [B, 1, 1, T]
-    count = real.sum(dim=-1, keepdim=True) * groups.shape[2]  # [B, 1, 1, 1] values per group
-    mean = (groups * real).sum(dim=(2, 3), keepdim=True) / count
-    var = (((groups - mean) * real) ** 2).sum(dim=(2, 3), keepdim=True) / count
-    normed = ((groups - mean) / torch.sqrt(var + norm.eps)).view(batch, channels, steps)
-    return normed * norm.weight[None, :, None] + norm.bias[None, :, None]
+@contextmanager
+def _real_steps_group_norm(model: HubertModel, sample_lengths: torch.Tensor):
+    """HuBERT base normalises its first conv's output over all time steps, padding included, so a padded item
+    would differ from the same item alone. For one forward pass, swap that GroupNorm for one over each item's
+    real steps. Models with per-step LayerNorms (HuBERT large) need nothing."""
+    first = model.feature_extractor.conv_layers[0]
+    norm = getattr(first, "layer_norm", None)
+    if not isinstance(norm, nn.GroupNorm):
+        yield
+        return
+    lengths = torch.div(sample_lengths - first.conv.kernel_size[0], first.conv.stride[0],
+                        rounding_mode="floor") + 1  # [B] real steps after the first conv
+    first.layer_norm = _RealStepsGroupNorm(norm, lengths)
+    try:
+        yield
+    finally:
+        first.layer_norm = norm
+
+
+class _RealStepsGroupNorm(nn.Module):
+    """``norm`` (a GroupNorm) computed over each item's first ``lengths[b]`` time steps only."""
+
+    def __init__(self, norm: nn.GroupNorm, lengths: torch.Tensor):
+        super().__init__()
+        self.norm, self.lengths = norm, lengths
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T]: the first conv's output, used only here
+        batch, channels, steps = x.shape
+        per_group = channels // self.norm.num_groups
+        real = torch.arange(steps, device=x.device)[None] < self.lengths[:, None]  # [B, T]
+        x = x.mul_(real[:, None].to(x.dtype))  # padding out of the sums; in place: this tensor is ours
+        groups = x.view(batch, self.norm.num_groups, -1)  # [B, G, C/G * T]
+        count = self.lengths[:, None].float() * per_group  # [B, 1] real values per group
+        # statistics in float32 whatever the model's dtype, and E[x^2] - mean^2: two fast reductions instead
+        # of a second pass over the centred values
+        mean = groups.sum(dim=-1, dtype=torch.float32) / count  # [B, G]
+        mean_square = torch.linalg.vector_norm(groups, dim=-1, dtype=torch.float32).square() / count  # [B, G]
+        var = (mean_square - mean.square()).clamp_min(0)  # [B, G]
+        scale = torch.rsqrt(var + self.norm.eps).repeat_interleave(per_group, dim=1) * self.norm.weight  # [B, C]
+        shift = self.norm.bias - mean.repeat_interleave(per_group, dim=1) * scale  # [B, C]
+        return x.mul_(scale[..., None].to(x.dtype)).add_(shift[..., None].to(x.dtype))  # [B, C, T]
 
 
 def _receptive_field(config: HubertConfig) -> int:

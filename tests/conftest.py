@@ -1,10 +1,13 @@
 """Shared fixtures: tiny random parts saved in their published layouts, built once per session."""
 
 import logging
+import os
 
 import pytest
 import torch
 
+# no test may reach the network: a hub id that is not on disk must fail fast with our CheckpointError
+os.environ["HF_HUB_OFFLINE"] = "1"
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
 

@@ -1,9 +1,12 @@
 """CLIP encoder: the published CLIPModel layout loads both towers; features match transformers' own."""
 
+import shutil
+
 import pytest
 import torch
 from transformers import CLIPModel, CLIPVisionConfig, CLIPVisionModel
 
+from anymodal.interfaces import Encoder
 from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.media import Audio, Image
 from encoders.clip import CLIPVisionEncoder
@@ -31,6 +34,7 @@ def test_feature_shapes(clip_dir, feature, shape):
     out = encoder.encode(encoder.preprocess(images()))
     assert out.shape == shape
     assert (encoder.tokens_per_item, encoder.embed_dim) == shape[1:]
+    assert isinstance(encoder, Encoder)
 
 
 def test_embeds_and_text_match_clipmodel(clip_dir, reference):
@@ -80,6 +84,16 @@ def test_vision_only_loading_keeps_embeds(clip_dir):
         encoder.encode_text(["a cat"])
 
 
+def test_clipmodel_folder_without_tokenizer_loads_no_text_tower(tmp_path, clip_dir, reference):
+    reference.save_pretrained(tmp_path)  # weights, config and image processor; no tokenizer files
+    shutil.copy(clip_dir / "preprocessor_config.json", tmp_path)
+    encoder = CLIPVisionEncoder.from_pretrained(str(tmp_path), feature="embeds")
+    assert encoder.tokenizer is None
+    assert encoder.encode(encoder.preprocess(images(2))).shape == (2, 1, 24)
+    with pytest.raises(ConfigError, match="tokenizer files"):
+        encoder.encode_text(["a cat"])
+
+
 def test_vision_only_checkpoint(tmp_path):
     torch.manual_seed(0)
     config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -106,7 +120,7 @@ def test_missing_checkpoint_and_wrong_media(tmp_path, clip_dir):
     with pytest.raises(CheckpointError, match="hf download"):
         CLIPVisionEncoder.from_pretrained(str(tmp_path / "nowhere"))
     encoder = CLIPVisionEncoder.from_pretrained(str(clip_dir))
-    with pytest.raises(MediaError, match="takes images"):
+    with pytest.raises(MediaError, match="takes a non-empty list of images"):
         encoder.preprocess([Audio(torch.zeros(1, 100), 16000)])
     with pytest.raises(MediaError, match="non-empty list of strings"):
         encoder.encode_text([])

@@ -58,6 +58,9 @@ def test_audio_bad_input(audio, tmp_path):
         audio.decode(condition(audio, 1), steps=1, audio_length_in_s=0.001)
     with pytest.raises(CheckpointError, match="hf download cvssp/audioldm-s-full-v2"):
         AudioLDMDecoder.from_pretrained(tmp_path / "missing")
+    audio.save_pretrained(tmp_path / "audioldm")
+    with pytest.raises(CheckpointError, match="holds a AudioLDMPipeline, but TextToVideoDecoder runs"):
+        TextToVideoDecoder.from_pretrained(tmp_path / "audioldm")
 
 
 def test_video_frames_size_fps_in_one_call(video, monkeypatch):

@@ -80,6 +80,10 @@ def test_encode_text_gives_condition_shaped_embeddings(decoder):
     embeds = decoder.encode_text(["a red circle", "a blue square"])
     assert embeds.shape == (2, *decoder.condition_shape)
     assert not torch.allclose(embeds[0], embeds[1])
+    # usable as the MSE target of an output projection under training (not an inference-mode tensor)
+    projection = torch.nn.Linear(32, 32)
+    torch.nn.functional.mse_loss(projection(torch.randn(2, 77, 32)), embeds).backward()
+    assert projection.weight.grad is not None
 
 
 def test_nan_or_wrong_shape_condition_raises(decoder):

@@ -15,12 +15,6 @@ CLIP = "encoders.clip:CLIPVisionEncoder"
 HUBERT = "encoders.hubert:HubertEncoder"
 
 
-@pytest.fixture(autouse=True)
-def only_our_modules(monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["encode"])  # the others live on other branches
-    monkeypatch.setattr(cli, "BENCH_MODULES", [])
-
-
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("media")

@@ -7,6 +7,7 @@ import torch
 import torchaudio
 from transformers import HubertModel
 
+from anymodal.interfaces import Encoder
 from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.media import Audio, Image
 from anymodal.speech_units import UnitQuantizer
@@ -43,6 +44,7 @@ def test_published_layout_loads_and_matches_transformers(hubert_dir, encoder):
     middle = HubertEncoder.from_pretrained(str(hubert_dir), layer=1)
     torch.testing.assert_close(encode_one(middle, item), want.hidden_states[1][0])
     assert (encoder.embed_dim, encoder.layer, middle.layer) == (32, 3, 1)
+    assert isinstance(encoder, Encoder)
 
 
 @pytest.mark.parametrize("norm", ["group", "layer"])
@@ -131,3 +133,21 @@ def test_units_fit_save_load_assign(tmp_path, hubert_dir):
     assert encoder.units(items[0], loaded) == units[0]
     with pytest.raises(ConfigError, match="fit_units"):
         encoder.units(items[0], UnitQuantizer(quantizer.centroids, source="log-mel"))
+
+
+def test_incomplete_checkpoint_is_an_error_not_random_weights(tmp_path, hubert_dir):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(hubert_dir, tmp_path / "cut")
+    weights = load_file(tmp_path / "cut" / "model.safetensors")
+    del weights["encoder.layers.0.attention.q_proj.weight"]
+    save_file(weights, str(tmp_path / "cut" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="lacks weights.*q_proj"):
+        HubertEncoder.from_pretrained(str(tmp_path / "cut"))
+
+
+def test_empty_batch(encoder):
+    with pytest.raises(MediaError, match="at least one audio item"):
+        encoder.preprocess([])

@@ -164,6 +164,12 @@ def test_bad_arguments_are_config_errors():
         VectorIndex.create(DIM, "annoy")
     with pytest.raises(ConfigError, match="unknown options"):
         VectorIndex.create(DIM, "flat", nlist=4)
+    with pytest.raises(ConfigError, match="nlist must be a positive int, got 0"):
+        VectorIndex.create(DIM, "ivf", nlist=0)
+    with pytest.raises(ConfigError, match="refine must be true or false"):
+        VectorIndex.create(DIM, "ivfpq", m=4, refine=1)
+    with pytest.raises(ConfigError, match="nprobe must be a positive int"):
+        filled("ivf", nlist=4).set_search_options(nprobe="8")
     with pytest.raises(ConfigError, match="m .*divide dim"):
         VectorIndex.create(DIM, "ivfpq", m=5)
     with pytest.raises(ConfigError, match="one item per vector"):
@@ -204,3 +210,37 @@ def test_retriever_through_registry_path(tmp_path):
     assert retriever.index.options["nprobe"] == 8
     hits = retriever.search(torch.from_numpy(vectors(300)[:4]), k=3)
     assert [h[0].uri for h in hits] == [f"file://item{i}.png" for i in range(4)]
+
+
+def test_cpu_fallback_says_so_once(caplog):
+    import faiss
+
+    import anymodal.index as module
+
+    if faiss.get_num_gpus() > 0:
+        pytest.skip("a faiss GPU build with a device is installed")
+    module._gpu_count.cache_clear()
+    with caplog.at_level("INFO", logger="anymodal.index"):
+        first = VectorIndex.create(DIM, "ivf", nlist=4)
+        VectorIndex.create(DIM, "flat")
+        forced = VectorIndex.create(DIM, "flat", device="gpu")
+    assert not first.on_gpu and not forced.on_gpu
+    assert caplog.text.count("faiss sees no GPU") == 1
+    assert "device='gpu' was asked for" in caplog.text
+    with pytest.raises(ConfigError, match="device"):
+        VectorIndex.create(DIM, "flat", device="tpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind,options", KINDS, ids=[k for k, _ in KINDS])
+def test_gpu_index_round_trip(tmp_path, kind, options):
+    import faiss
+
+    if faiss.get_num_gpus() == 0:
+        pytest.skip("needs a faiss GPU build and a CUDA device")
+    index = filled(kind, **options)  # device="auto": on the GPU where faiss has a GPU version of the kind
+    queries = vectors(300)[:20]
+    assert [h[0].uri for h in index.search(queries, 1)] == [f"file://item{i}.png" for i in range(20)]
+    index.save(tmp_path / "idx")
+    cpu = VectorIndex.load(tmp_path / "idx", device="cpu")
+    assert [h[0].uri for h in cpu.search(queries, 1)] == [f"file://item{i}.png" for i in range(20)]

@@ -59,6 +59,11 @@ def test_bad_units_and_options(vocoder):
         vocoder.decode_units([[1, 50]])
     with pytest.raises(TokenProtocolError, match="sequence 1 is empty"):
         vocoder.decode_units([[1], []])
+    with pytest.raises(TokenProtocolError, match="integer unit ids"):
+        vocoder.decode_units([[1.5, 2]])
+    # integer tensors / numpy rows are unit ids too
+    torch.testing.assert_close(vocoder.decode_units([torch.tensor([3, 4])])[0].waveform,
+                               vocoder.decode_units([[3, 4]])[0].waveform)
     with pytest.raises(ConfigError, match="speaker"):
         vocoder.decode_units([[1]], speaker=1)
     with pytest.raises(ConfigError, match="unknown tiny unit vocoder option"):

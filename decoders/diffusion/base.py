@@ -73,6 +73,10 @@ class DiffusionDecoder:
         ``revision``, ``local_files_only``, ...). ``torch_dtype`` may be a name (``"float16"``) as YAML gives it."""
         torch_dtype = parse_dtype(torch_dtype)
         index = cls._read_model_index(str(name_or_path), load_options)
+        found = index.get("_class_name")
+        if found != cls.pipeline_class.__name__:
+            raise CheckpointError(f"{str(name_or_path)!r} holds a {found}, but {cls.__name__} runs a "
+                                  f"{cls.pipeline_class.__name__}; pick the decoder plugin made for that pipeline")
         absent = {name: None for name in cls.optional_components if index.get(name, [None, None])[0] is None}
         try:
             pipeline = cls.pipeline_class.from_pretrained(
@@ -136,7 +140,7 @@ class DiffusionDecoder:
     def has_text_encoder(self) -> bool:
         return self.pipeline.text_encoder is not None and self.pipeline.tokenizer is not None
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the result is a training target that autograd may save
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """The decoder's own text embedding of captions, ``[B, *condition_shape]``: NExT-GPT's decoder-side
         alignment target (MSE against the output projection)."""
@@ -187,6 +191,8 @@ class DiffusionDecoder:
         negative_prompt_embeds = None
         if guidance_scale > 1:  # classifier-free guidance: the pipeline runs the UNet on [negative, condition]
             negative = self.negative_condition() if negative_condition is None else negative_condition
+            if not isinstance(negative, torch.Tensor):
+                raise MediaError(f"negative_condition must be a tensor, got {type(negative).__name__}")
             if negative.ndim == len(self.condition_shape):
                 negative = negative[None]
             if negative.shape[0] == 1:
