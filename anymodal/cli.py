@@ -9,8 +9,9 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "speak", "speech_build", "speech_train", "vocoder_train"]
-BENCH_MODULES = ["generate", "index", "decode", "encoders", "speech"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "speak", "speech_build", "speech_train",
+                   "vocoder_train"]
+BENCH_MODULES = ["generate", "index", "decode", "encoders", "train", "speech"]
 
 
 def build_parser() -> argparse.ArgumentParser:

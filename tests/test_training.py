@@ -1,0 +1,288 @@
+"""Training recipes on tiny parts and synthetic shapes data: every stage learns, frozen means frozen,
+resume is exact, the bundle loads, bad recipes fail before step 1, two gloo processes run a recipe."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from anymodal.errors import CheckpointError, ConfigError
+from anymodal.media import Modality
+from anymodal.model import AnyModalModel
+from anymodal.training import Trainer, load_recipe, read_data
+from anymodal.training.data import Collator
+from anymodal.training import trainer as trainer_module
+from anymodal.training.recipe import ToyConfig
+from anymodal.training.stages import PRESETS
+from anymodal.training.toydata import build_toy
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes" / "toyworld"
+STAGES = ["encoder_alignment", "decoder_alignment", "retrieval_alignment", "instruction_tuning"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two OpenMP threads on a shared 2-core machine are ~20x slower for these tiny models than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory, one_thread):
+    return build_toy(ToyConfig(dir=str(tmp_path_factory.mktemp("toy")), images=16))
+
+
+def recipe(toy, tmp_path, stage, *overrides):
+    return load_recipe(RECIPES / f"{stage}.yaml", [f"toy.dir={toy}", f"toy.images=16", f"output_dir={tmp_path / stage}",
+                                                   "train.eval_every=0", "train.checkpoint_every=0", *overrides])
+
+
+def expected_trainable(model, stage: str) -> int:
+    """What the stage's preset says trains, counted from the model's own modules."""
+    parts = PRESETS[stage].trains
+    count = 0
+    if "input_projections" in parts:
+        count += sum(p.numel() for p in model.input_projections.parameters())
+    if "output_projections" in parts:
+        count += sum(p.numel() for p in model.output_projections.parameters())
+    if "retrieval_projection" in parts:
+        count += sum(p.numel() for p in model.retrieval_projection.parameters())
+    if "lora" in parts:
+        count += sum(p.numel() for n, p in model.llm.named_parameters() if "lora_" in n)
+    if "new_tokens" in parts:
+        holders = {f"<{m.value}>" for m in Modality if m != Modality.TEXT}
+        n_rows = len([s for s in model.protocol.ids if s not in holders])
+        count += 2 * n_rows * model.llm.get_input_embeddings().embedding_dim  # tiny Llama: untied head
+    if PRESETS[stage].losses.get("retrieval"):
+        count += 1  # learned temperature
+    return count
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_lowers_its_loss_and_leaves_frozen_weights_bit_identical(toy, tmp_path, stage, capsys):
+    trainer = Trainer(recipe(toy, tmp_path, stage, "train.steps=30"))
+    model = trainer.model
+    assert trainer.num_trainable == expected_trainable(model, stage)
+    assert f"trainable parameters {trainer.num_trainable:,}" in capsys.readouterr().out
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    before = trainer.evaluate()
+    trainer.fit()
+    after = trainer.evaluate()
+    for term in before:
+        assert after[term] < 0.85 * before[term], (term, before, after)
+
+    rows = trainer.stage.token_rows
+    base = model.llm.get_base_model()
+    row_ids = torch.tensor(rows.token_ids) if rows is not None else torch.tensor([], dtype=torch.long)
+    grown = {id(base.get_input_embeddings().weight): rows.input_rows if rows is not None else None,
+             id(base.get_output_embeddings().weight): rows.output_rows if rows is not None else None}
+    for name, param in model.named_parameters():
+        if name not in frozen:
+            continue
+        if grown.get(id(param)) is not None:  # the vocabulary matrices: only the new-token rows moved
+            keep = torch.ones(param.shape[0], dtype=torch.bool)
+            keep[row_ids] = False
+            assert torch.equal(param[keep], frozen[name][keep]), name
+            assert torch.equal(param[row_ids], grown[id(param)].detach())
+            assert not torch.equal(param[row_ids], frozen[name][row_ids])
+        else:
+            assert torch.equal(param, frozen[name]), f"frozen parameter {name} changed"
+
+
+def test_bundle_loads_with_the_trained_weights(toy, tmp_path):
+    trainer = Trainer(recipe(toy, tmp_path, "instruction_tuning", "train.steps=4"))
+    bundle = trainer.fit()
+    loaded = AnyModalModel.from_pretrained(bundle)
+    samples = read_data([str(Path(toy) / "data" / "chat_eval.jsonl")])
+    train_batch = Collator(loaded.processor, loaded.protocol)(samples)
+    trainer.model.eval()
+    with torch.no_grad():
+        ours, theirs = trainer.model(train_batch.batch), loaded(train_batch.batch)
+    assert torch.equal(ours.logits, theirs.logits)
+    assert torch.equal(ours.signal_hidden[Modality.IMAGE], theirs.signal_hidden[Modality.IMAGE])
+    assert not list((tmp_path / "instruction_tuning").glob("checkpoints"))  # checkpoint_every=0: none
+
+
+def trained_state(bundle: Path) -> dict[str, torch.Tensor]:
+    state = {f"p.{k}": v for k, v in load_file(bundle / "projections.safetensors").items()}
+    state.update({f"t.{k}": v for k, v in load_file(bundle / "new_tokens.safetensors").items()})
+    state.update({f"a.{k}": v for k, v in load_file(bundle / "adapter" / "adapter_model.safetensors").items()})
+    return state
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(toy, tmp_path, monkeypatch):
+    # 14 train conversations, batch 4, 2 micro-batches per step: steps cross epoch ends; checkpoint every 3
+    knobs = ["train.steps=10", "train.batch_size=4", "train.grad_accum=2", "train.checkpoint_every=3",
+             "optim.scheduler=cosine", "optim.warmup_steps=2"]
+    whole = Trainer(recipe(toy, tmp_path / "whole", "instruction_tuning", *knobs)).fit()
+
+    interrupted = recipe(toy, tmp_path / "cut", "instruction_tuning", *knobs)
+    after_step = Trainer._after_step
+
+    def crash_at_step_8(self, bar, window):
+        after_step(self, bar, window)
+        if self.progress.step == 8:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(Trainer, "_after_step", crash_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(interrupted).fit()
+    monkeypatch.setattr(Trainer, "_after_step", after_step)
+    saved = sorted(p.name for p in (Path(interrupted.output_dir) / "checkpoints").iterdir())
+    assert saved == ["step-00000003", "step-00000006"]  # keep_checkpoints=2, the newest complete ones
+    checkpoint = Path(interrupted.output_dir) / "checkpoints" / "step-00000006"
+    weights = load_file(checkpoint / "model.safetensors")
+    assert all("lora_" in k or "projection" in k or k.startswith("stage.") for k in weights)  # only what trains
+    resumed = Trainer(interrupted).fit(resume=True)
+
+    a, b = trained_state(whole), trained_state(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_without_a_checkpoint_says_so(toy, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint under"):
+        Trainer(recipe(toy, tmp_path, "encoder_alignment", "train.steps=2")).fit(resume=True)
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("the model was built before the recipe was checked")
+
+
+def test_bad_recipes_fail_before_the_model_is_built(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "build_model", _no_model)
+    with pytest.raises(ConfigError, match="train.stepz"):
+        recipe(toy, tmp_path, "encoder_alignment", "train.stepz=3")
+    with pytest.raises(ConfigError, match="stage.lossess"):
+        recipe(toy, tmp_path, "encoder_alignment", "stage.lossess.lm=1")
+    with pytest.raises(ConfigError, match=r"data file .*nowhere\.jsonl does not exist"):
+        Trainer(recipe(toy, tmp_path, "encoder_alignment", f"data.train=[{tmp_path}/nowhere.jsonl]"))
+
+    broken = tmp_path / "broken.jsonl"
+    lines = (Path(toy) / "data" / "caption_train.jsonl").read_text().splitlines()
+    lines[3] = lines[3].replace("images/", "images/missing_")
+    broken.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"broken\.jsonl:4: media file .*missing_\d+\.png does not exist"):
+        Trainer(recipe(toy, tmp_path, "encoder_alignment", f"data.train=[{broken}]", f"data.media_root={toy}/data"))
+
+
+def test_data_the_model_cannot_take_fails_before_step_1(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "build_model", _no_model)
+    retrieve = f"data.train=[{toy}/data/retrieve_train.jsonl]"
+    with pytest.raises(ConfigError, match="retrieval off"):
+        Trainer(recipe(toy, tmp_path, "encoder_alignment", retrieve, "model.retrieval.enabled=false"))
+    typed = tmp_path / "typed.jsonl"
+    typed.write_text(json.dumps({"messages": [{"role": "user", "content": "hi [IMG0]"},
+                                              {"role": "assistant", "content": "ok"}]}) + "\n")
+    with pytest.raises(ConfigError, match=r"typed\.jsonl:1: text contains the special token"):
+        Trainer(recipe(toy, tmp_path, "encoder_alignment", f"data.train=[{typed}]"))
+
+
+def test_llava_json_reader(tmp_path, toy):
+    records = [{"id": "a", "image": "images/0000.png",
+                "conversations": [{"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "a red circle"}]},
+               {"id": "b", "image": "images/0001.png",  # no placeholder: LLaVA puts the image first
+                "conversations": [{"from": "human", "value": "Describe it."}, {"from": "gpt", "value": "a green circle"}]}]
+    path = tmp_path / "llava.json"
+    path.write_text(json.dumps(records))
+    samples = read_data([str(path)], media_root=f"{toy}/data")
+    role, parts = samples[0].messages[0]
+    assert role == "user" and [p.kind for p in parts] == ["input", "text"] and parts[1].text == "What is this?"
+    assert parts[0].path == str((Path(toy) / "data" / "images" / "0000.png").resolve())
+    assert [p.kind for p in samples[1].messages[0][1]] == ["input", "text"]
+    assert samples[1].messages[1] == ("assistant", [samples[1].messages[1][1][0]])
+    records[0]["conversations"][0]["value"] = "<image> and <image>"
+    path.write_text(json.dumps(records))
+    with pytest.raises(ConfigError, match=r"llava\.json\[0\]: more <image> placeholders than image files"):
+        read_data([str(path)], media_root=f"{toy}/data")
+
+
+def test_collator_orders_targets_like_the_model_orders_hidden_states(toy, tmp_path):
+    trainer = Trainer(recipe(toy, tmp_path, "instruction_tuning", "train.steps=1"))
+    samples = read_data([str(Path(toy) / "data" / "chat_train.jsonl")])[:3]
+    batch = Collator(trainer.model.processor, trainer.model.protocol)(samples)
+    assert [len(batch.batch.media[Modality.IMAGE]), len(batch.retrieval_targets)] == [3, 3]
+    assert batch.captions[Modality.IMAGE] == [s.messages[3][1][1].text for s in samples]
+    assert [t.source for t in batch.retrieval_targets] == [s.messages[5][1][0].path for s in samples]
+    assert batch.num_tokens == int(batch.batch.attention_mask.sum())
+
+
+def test_shipped_recipes_parse():
+    found = sorted((REPO / "recipes").rglob("*.yaml"))
+    assert {p.parent.name for p in found} >= {"nextgpt", "fromage", "toyworld"}
+    for path in found:
+        load_recipe(path)
+
+
+def _cli(*argv):
+    """The train command and bench through their own register() (anymodal.cli lists every module)."""
+    import argparse
+
+    from anymodal.bench import train as bench
+    from anymodal.commands import train
+
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command", required=True)
+    train.register(commands)
+    bench.register(commands.add_parser("bench").add_subparsers(dest="bench", required=True))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_train_command_then_resume_finishes_the_run(toy, tmp_path, capsys):
+    base = [str(RECIPES / "encoder_alignment.yaml"), f"toy.dir={toy}", "toy.images=16", f"output_dir={tmp_path}",
+            "train.checkpoint_every=2", "train.eval_every=0"]
+    assert _cli("train", *base, "train.steps=2") == 0
+    assert _cli("train", *base, "train.steps=4", "--resume") == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "step-00000002" in out and "train step 4/4" in out
+    assert AnyModalModel.from_pretrained(tmp_path / "bundle") is not None
+
+
+def test_bench_train_last_line(toy, capsys):
+    assert _cli("bench", "train", str(RECIPES / "encoder_alignment.yaml"), f"toy.dir={toy}", "toy.images=16",
+                "--steps", "3", "--warmup", "1") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"overhead_vs_plain_pytorch=\d+\.\d\dx", lines[-1])
+    assert any(line.startswith("plain PyTorch") for line in lines) and any(line.startswith("anymodal Trainer") for line in lines)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_run_a_recipe_to_the_end(toy, tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text("import sys\nfrom anymodal.commands.train import run\nfrom types import SimpleNamespace\n"
+                      "sys.exit(run(SimpleNamespace(recipe=sys.argv[1], overrides=sys.argv[2:], resume=False)))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+               str(RECIPES / "decoder_alignment.yaml"), f"toy.dir={toy}", "toy.images=16", f"output_dir={tmp_path / 'ddp'}",
+               "train.steps=4", "train.batch_size=2", "train.eval_every=2", "train.checkpoint_every=2"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "process 0/2" in done.stdout and "process 1/2" in done.stdout  # both ranks ran, in one group of 2
+    assert "train step 4/4" in done.stdout
+    assert (tmp_path / "ddp" / "checkpoints" / "step-00000004" / "random_states_1.pkl").is_file()  # rank 1's RNG
+    AnyModalModel.from_pretrained(tmp_path / "ddp" / "bundle")
+
+
+def test_a_stage_starts_from_the_previous_stage_bundle(toy, tmp_path):
+    first = Trainer(recipe(toy, tmp_path, "encoder_alignment", "train.steps=3")).fit()
+    second = Trainer(recipe(toy, tmp_path, "instruction_tuning", "train.steps=3", "model=null", f"init_from={first}"))
+    start = {n: p.detach().clone() for n, p in second.model.named_parameters() if "lora_B" in n}
+    assert start and all(not v.any() for v in start.values())  # stage 1's fresh adapter, loaded from its bundle
+    stage_one = load_file(first / "projections.safetensors")
+    assert torch.equal(second.model.trainable_state()["input_projections.image.net.0.weight"],
+                       stage_one["input_projections.image.net.0.weight"])
+    assert any("lora_" in n for n, p in second.model.named_parameters() if p.requires_grad)
+    bundle = second.fit()
+    trained = load_file(bundle / "adapter" / "adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in trained.items() if "lora_B" in k)  # LoRA trained in stage 3
