@@ -5,10 +5,10 @@
     cross_modal_sft          paired text / units: ASR- and TTS-style     new token rows + LoRA   LM on answers
     chain_of_modality_sft    chain-of-modality exchanges (4 templates)   LoRA                    LM on answers
 
-A stage has the shared trainer's contract (``setup(model, device)``, ``forward(model, batch) -> (loss,
-terms)``, ``finish(model)``), so ``anymodal/training`` runs it; ``train_stage`` is a small loop over the
-plain model API for tests and the tiny recipes. New token rows train through a gradient mask on the
-embedding (and untied output head): the optimizer must not use weight decay, or frozen rows would move.
+A stage is the shared trainer's ``anymodal.training.Stage`` (``Trainer(recipe, stage=SpeechStage(...))``
+runs it); new token rows train as the trainer's ``TrainableTokenRows``. ``train_stage`` is a small loop over
+the plain model API for the speech data below (JSONL records with unit ids), which the trainer's conversation
+data cannot carry yet (its text parts refuse unit tokens).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Optional
 
 import torch
 from peft import PeftModel
-from torch import nn
 from tqdm.auto import tqdm
 
 from .config import ModelConfig, build
@@ -29,6 +28,8 @@ from .errors import ConfigError
 from .processor import IGNORE, Batch, Example
 from .speech import ChainExample, ChainOfModality
 from .tokens import EOSP, SOSP, unit_token
+from .training.stages import Stage
+from .training.token_rows import TrainableTokenRows
 
 STAGES = {
     "unit_adaptation": ("new_tokens",),
@@ -38,7 +39,7 @@ STAGES = {
 PARTS = ("new_tokens", "lora")
 
 
-class SpeechStage(nn.Module):
+class SpeechStage(Stage):
     """One SpeechGPT stage; ``trains`` overrides its default parts (any of ``PARTS``)."""
 
     def __init__(self, name: str, trains: list[str] | None = None):
@@ -50,9 +51,9 @@ class SpeechStage(nn.Module):
         unknown = sorted(set(self.trains) - set(PARTS))
         if unknown or not self.trains:
             raise ConfigError(f"speech stage trains {list(self.trains)}: use one or more of {list(PARTS)}")
-        self._hooks: list = []
+        self.token_rows: TrainableTokenRows | None = None
 
-    def setup(self, model, device: torch.device | None = None) -> None:
+    def setup(self, model, device: torch.device) -> None:
         if not model.protocol.num_units:
             raise ConfigError("speech stages need unit tokens: set `speech_units: K` in the model config")
         model.requires_grad_(False)
@@ -62,24 +63,19 @@ class SpeechStage(nn.Module):
             for name, param in model.llm.named_parameters():
                 if "lora_" in name:
                     param.requires_grad_(True)
-        if "new_tokens" in self.trains:
+        if "new_tokens" in self.trains:  # the unit rows live in the stage until finish() writes them back
             base = model.llm.get_base_model() if isinstance(model.llm, PeftModel) else model.llm
             ids = [model.protocol.ids[s] for s in [SOSP, EOSP] + [unit_token(u) for u in range(model.protocol.num_units)]]
-            for weight in {id(w): w for w in (base.get_input_embeddings().weight,
-                                              base.get_output_embeddings().weight)}.values():
-                mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)  # [V, 1]
-                mask[ids] = 1
-                weight.requires_grad_(True)
-                self._hooks.append(weight.register_hook(lambda grad, mask=mask: grad * mask))
+            self.token_rows = TrainableTokenRows(base, ids).to(device)
 
-    def forward(self, model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss = model(batch).loss
+    def forward(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss = model(getattr(batch, "batch", batch)).loss  # the trainer's TrainBatch or a processor Batch
         return loss, {"lm": loss.detach()}
 
     def finish(self, model) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
+        if self.token_rows is not None:
+            self.token_rows.write_back()
+            self.token_rows = None
         model.requires_grad_(False)
 
 
@@ -122,7 +118,7 @@ def train_stage(model, stage: SpeechStage, examples: list[Example], steps: int, 
                 lr: float = 1e-3, seed: int = 0) -> list[float]:
     """AdamW (no weight decay) over shuffled batches of ``examples``; returns the loss of every step."""
     stage.setup(model, model.device)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in [*model.parameters(), *stage.parameters()] if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
     losses = []
