@@ -24,6 +24,7 @@ from .media import Audio
 from .speech_units import UnitQuantizer, dedup
 
 SAMPLE_RATE = 16_000
+MIN_SECONDS = 0.032  # one 512-sample STFT window at 16 kHz
 UNITIZER_FILE = "unitizer.json"
 
 
@@ -31,8 +32,8 @@ UNITIZER_FILE = "unitizer.json"
 def prepare_speech(audio: Audio, max_seconds: float = 30.0, sample_rate: int = SAMPLE_RATE) -> Audio:
     """Any ``Audio`` -> mono at ``sample_rate``, free of NaN, at most ``max_seconds`` long.
 
-    Stereo is downmixed and other rates resampled (torchaudio.functional.resample); empty, silent-NaN or
-    too long audio is a ``MediaError`` naming the fix."""
+    Stereo is downmixed and other rates resampled (torchaudio.functional.resample); empty, NaN, too short
+    (under one 32 ms window) or too long audio is a ``MediaError`` naming the fix."""
     name = audio.source or "the audio"
     waveform = audio.waveform  # [C, N]
     if waveform.numel() == 0:
@@ -45,6 +46,9 @@ def prepare_speech(audio: Audio, max_seconds: float = 30.0, sample_rate: int = S
     mono = waveform.mean(dim=0, keepdim=True)  # [1, N]
     if audio.sample_rate != sample_rate:
         mono = torchaudio.functional.resample(mono, audio.sample_rate, sample_rate)
+    if mono.shape[1] < MIN_SECONDS * sample_rate:
+        raise MediaError(f"{name}: {audio.seconds * 1000:.1f} ms of audio is shorter than one {MIN_SECONDS * 1000:.0f} ms "
+                         f"analysis window; record a longer clip")
     return Audio(mono, sample_rate=sample_rate, source=audio.source)
 
 

@@ -116,7 +116,7 @@ class GriffinLimVocoder:
 
     @torch.inference_mode()
     def decode_units(self, units: list[list[int]] | list[Units]) -> list[Audio]:
-        """Each unit sequence -> one ``Audio`` [1, samples]: ``round(mean duration)`` frames of hop length per unit."""
+        """Each unit sequence -> one ``Audio`` [1, T * hop_length]: ``round(mean duration)`` frames per unit."""
         ids = [list(u.ids) if isinstance(u, Units) else list(u) for u in units]
         if not ids:
             raise TokenProtocolError("decode_units needs at least one unit sequence")
@@ -128,7 +128,10 @@ class GriffinLimVocoder:
                                          f"{self.num_units} units; the unitizer and the vocoder must share one codebook")
             repeats = self.durations[seq].round().clamp(min=1).long()  # [U] frames per unit
             magnitude = self.spectra[seq].repeat_interleave(repeats, dim=0)  # [T, F]
-            waveform = self.griffin_lim(magnitude.T)  # [N]
+            # one silent frame closes the clip: T frames then give exactly T hops of samples (istft's centred
+            # frames give (frames - 1) hops), and a single-unit answer still has the two frames istft needs
+            magnitude = torch.cat([magnitude, magnitude.new_zeros(1, magnitude.shape[1])])  # [T + 1, F]
+            waveform = self.griffin_lim(magnitude.T)  # [N] = T * hop_length
             peak = waveform.abs().max().clamp(min=1e-8)
             out.append(Audio(waveform=(0.9 * waveform / peak)[None], sample_rate=self.sample_rate))
         return out

@@ -1,6 +1,8 @@
 """SpeechGPT stages lower their loss; one spoken turn end to end (Python API and `anymodal speak`)."""
 
 
+import json
+
 import pytest
 import soundfile
 import torch
@@ -8,7 +10,7 @@ import torch
 from anymodal import io
 from anymodal.errors import ConfigError
 from anymodal.media import Audio
-from anymodal.speech import ChainOfModality, SpeechPipeline
+from anymodal.speech import ChainExample, ChainOfModality, SpeechPipeline
 from anymodal.speech_features import LogMelUnitizer
 from anymodal.speech_training import SpeechStage, stage_examples, train_stage
 from decoders.griffinlim import GriffinLimVocoder
@@ -94,7 +96,7 @@ def test_speech_turn_end_to_end(speaking_model, speech_parts, tmp_path):
     assert result.input_units and all(0 <= u < K for u in result.input_units)
     assert 1 <= len(result.units) <= 12 and result.audio.sample_rate == 16000
     frames = pipeline.vocoder.durations[result.units].round().clamp(min=1).sum().item()
-    assert result.audio.waveform.shape[1] == pytest.approx(frames * 320, abs=320)
+    assert result.audio.waveform.shape[1] == frames * 320
     path = io.save(result.audio, tmp_path / "answer.wav")
     info = soundfile.info(str(path))
     assert info.samplerate == 16000 and info.channels == 1 and 0.02 < info.duration < 12 * 2.0
@@ -128,3 +130,26 @@ def test_missing_speech_parts_are_named(tmp_path, speech_parts):
         SpeechPipeline.from_model(speaking)
     with pytest.raises(ConfigError, match="no vocoder"):
         SpeechPipeline.from_model(speaking, unitizer=str(unitizer_dir))
+
+
+def test_speech_stage_runs_on_the_shared_trainer(tmp_path):
+    """The shared trainer takes a SpeechStage as is (text->text exchanges: its JSONL text cannot hold units yet)."""
+    from anymodal.config import to_dict
+    from anymodal.model import AnyModalModel
+    from anymodal.training import Trainer, load_recipe
+
+    model = build_model(tmp_path / "parts")
+    template = ChainOfModality()
+    data = tmp_path / "chain.jsonl"
+    with open(data, "w") as f:
+        for question, answer in (("red", "green"), ("blue", "yellow")):
+            turns = template.conversation(ChainExample("text->text", instruction=question, answer=answer))
+            f.write(json.dumps({"messages": [{"role": t.role, "content": t.text} for t in turns]}) + "\n")
+    recipe = load_recipe({"model": to_dict(model.config), "data": {"train": [str(data)]},
+                          "optim": {"lr": 1e-2, "scheduler": "constant"},
+                          "train": {"steps": 4, "batch_size": 2, "log_every": 2},
+                          "output_dir": str(tmp_path / "run")})
+    bundle = Trainer(recipe, stage=SpeechStage("chain_of_modality_sft")).fit()
+    trained = AnyModalModel.from_pretrained(bundle)
+    lora = {n: p for n, p in trained.llm.named_parameters() if "lora_B" in n}
+    assert lora and any(p.abs().sum() > 0 for p in lora.values())  # LoRA B starts at zero: it moved
