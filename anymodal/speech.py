@@ -157,8 +157,8 @@ class ChainOfModality:
     def parse_answer(self, parts: list[Part]) -> ChainExample:
         """An answer's parts (``Response.parts``: text and ``Units``) -> its fields. Text before any marker is the
         text answer; units anywhere are the unit answer (so a bare ``<sosp>...`` answer still speaks)."""
-        by_marker = {re.escape(m): name for name, m in self.markers.items()}
-        splitter = re.compile("(" + "|".join(by_marker) + ")")
+        name_of = {marker: name for name, marker in self.markers.items()}
+        splitter = re.compile("(" + "|".join(map(re.escape, name_of)) + ")")
         fields: dict[str, list[str]] = {name: [] for name in self.markers}
         units: list[int] = []
         current = "text_answer"
@@ -169,8 +169,8 @@ class ChainOfModality:
             if not isinstance(part, str):
                 continue
             for piece in splitter.split(part):
-                if piece in self.markers.values():
-                    current = next(name for name, m in self.markers.items() if m == piece)
+                if piece in name_of:
+                    current = name_of[piece]
                 elif piece:
                     fields[current].append(piece)
         clean = {name: self._clean("".join(pieces)) for name, pieces in fields.items()}

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 
-from .config import ModelConfig, build
 from .errors import ConfigError
 from .processor import IGNORE, Batch, Example
 from .speech import ChainExample, ChainOfModality
@@ -138,55 +135,35 @@ def train_stage(model, stage: SpeechStage, examples: list[Example], steps: int, 
 
 
 # ------------------------------------------------------------------------------------ recipes
-@dataclass
-class SpeechRecipe:
-    """recipes/speechgpt/*.yaml. ``model`` builds from parts, ``init_from`` continues a bundle, ``tiny``
-    builds tiny random parts (CPU, seconds) with ``speech_units`` units."""
-
-    stage: str = "unit_adaptation"
-    trains: Optional[list[str]] = None
-    model: Optional[ModelConfig] = None
-    init_from: Optional[str] = None
-    tiny: bool = False
-    speech_units: int = 16
-    data: str = ""  # JSONL records (see stage_examples), relative to the recipe file
-    steps: int = 100
-    batch_size: int = 4
-    lr: float = 1e-3
-    seed: int = 0
-    output_dir: str = "runs/speechgpt"
-    template: dict = field(default_factory=dict)  # ChainOfModality overrides: human, assistant, markers, ...
-
-
 def run_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Path, list[float]]:
-    """Train one stage from a recipe and save the bundle to ``output_dir``; returns it and the losses."""
-    from .model import AnyModalModel
-    from .tiny import save_tiny_llm, tiny_config
+    """Train one stage from a recipe in the shared trainer's schema (``anymodal.training.recipe.Recipe``;
+    ``stage.name`` is a speech stage, ``data.train`` speech JSONL records) and save the bundle to ``output_dir``.
 
-    path = Path(path)
-    recipe = build(SpeechRecipe, path, overrides=overrides)
-    if sum([recipe.model is not None, recipe.init_from is not None, recipe.tiny]) != 1:
-        raise ConfigError(f"{path}: set exactly one of model, init_from or tiny: true")
-    stage = SpeechStage(recipe.stage, recipe.trains)  # checks the stage before anything is built
-    template = ChainOfModality(**recipe.template)
-    torch.manual_seed(recipe.seed)
+    With ``toy.build: true`` a tiny random Llama is written to ``<toy.dir>/parts/llm`` when missing (seconds;
+    the recipe's ``model.llm.name_or_path`` points there). Returns the bundle folder and every step's loss."""
+    from .model import AnyModalModel
+    from .tiny import save_tiny_llm
+    from .training.recipe import load_recipe
+    from .training.trainer import model_config
+
+    recipe = load_recipe(path, overrides)
+    stage = SpeechStage(recipe.stage.name, recipe.stage.trains)  # checks the stage before anything is built
+    if recipe.toy.build and not (Path(recipe.toy.dir) / "parts" / "llm" / "config.json").is_file():
+        save_tiny_llm(Path(recipe.toy.dir) / "parts" / "llm", seed=recipe.train.seed)
+    template = ChainOfModality()
+    config = model_config(recipe)
+    records = []
+    for data in map(Path, recipe.data.train):
+        if not data.is_file():
+            raise ConfigError(f"data file {data} does not exist; fix data.train (paths are relative to where you run)")
+        records += [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    torch.manual_seed(recipe.train.seed)
     if recipe.init_from:
         model = AnyModalModel.from_pretrained(recipe.init_from)
     else:
-        config = recipe.model
-        if recipe.tiny:
-            parts = Path(recipe.output_dir + "-parts").resolve()  # absolute: later stages run from anywhere
-            save_tiny_llm(parts / "llm")
-            config = tiny_config(parts, decoders=False, retrieval=False)
-            config.encoders = {}
-            config.speech_units = recipe.speech_units
-        config.prompt = template.prompt_config(config.prompt.system)
+        config.prompt = template.prompt_config(config.prompt.system)  # [Human]: ... [SpeechGPT]: ...
         model = AnyModalModel.from_config(config)
-    data = path.parent / recipe.data
-    if not data.is_file():
-        raise ConfigError(f"{path}: data file {data} does not exist")
-    records = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
-    examples = stage_examples(model, recipe.stage, records, template)
-    losses = train_stage(model, stage, examples, recipe.steps,
-                         recipe.batch_size, recipe.lr, recipe.seed)
+    examples = stage_examples(model, stage.name, records, template)
+    losses = train_stage(model, stage, examples, recipe.train.steps, recipe.train.batch_size, recipe.optim.lr,
+                         recipe.train.seed)
     return model.save_pretrained(recipe.output_dir), losses

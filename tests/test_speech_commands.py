@@ -56,12 +56,16 @@ def test_speech_build_and_vocoder_train_commands(clips, tmp_path, capsys):
 
 
 def test_speechgpt_recipes_chain(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    for name in ("1_unit_adaptation", "2_cross_modal_sft", "3_chain_of_modality_sft"):
-        assert main(["speech-train", str(RECIPES / f"{name}.yaml"), "steps=3"]) == 0
+    monkeypatch.chdir(RECIPES.parents[1])  # recipes name paths from the repository root
+    run = tmp_path / "run"
+    for name, data, start in (("1_unit_adaptation", "units", None), ("2_cross_modal_sft", "pairs", "1"),
+                              ("3_chain_of_modality_sft", "chain", "2")):
+        overrides = ["train.steps=3", f"output_dir={run / name[0]}", f"toy.dir={tmp_path / 'toy'}"]
+        overrides += [f"init_from={run / start}"] if start else []
+        assert main(["speech-train", str(RECIPES / f"{name}.yaml"), *overrides]) == 0
     out = capsys.readouterr().out
-    assert out.count("wrote") == 3 and (tmp_path / "runs" / "speechgpt-3" / "manifest.json").is_file()
-    assert main(["speech-train", str(RECIPES / "1_unit_adaptation.yaml"), "stage=pretrain"]) == 2
+    assert out.count("wrote") == 3 and (run / "3" / "manifest.json").is_file()
+    assert main(["speech-train", str(RECIPES / "1_unit_adaptation.yaml"), "stage.name=pretrain"]) == 2
     assert "unknown speech stage" in capsys.readouterr().err
 
 

@@ -1,12 +1,12 @@
-"""`anymodal speech-train RECIPE [a.b=c ...]`: one SpeechGPT stage (recipes/speechgpt/) on the plain model API."""
+"""`anymodal speech-train RECIPE [a.b=c ...]`: one SpeechGPT stage (recipes/speechgpt/) over speech JSONL data."""
 
 from __future__ import annotations
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("speech-train", help="train one SpeechGPT stage from a recipes/speechgpt/ recipe")
-    parser.add_argument("recipe", help="recipe YAML (anymodal.speech_training.SpeechRecipe)")
-    parser.add_argument("overrides", nargs="*", help="a.b=c overrides, e.g. steps=10 output_dir=runs/x")
+    parser.add_argument("recipe", help="recipe YAML in the shared trainer schema, e.g. recipes/speechgpt/1_unit_adaptation.yaml")
+    parser.add_argument("overrides", nargs="*", help="a.b=c overrides, e.g. train.steps=10 output_dir=runs/x")
     parser.set_defaults(func=run)
 
 
