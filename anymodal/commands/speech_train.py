@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("speech-train", help="train one SpeechGPT stage from a recipes/speechgpt/ recipe")
-    parser.add_argument("recipe", help="recipe YAML in the shared trainer schema, e.g. recipes/speechgpt/1_unit_adaptation.yaml")
+    parser.add_argument("recipe", help="recipe YAML in the shared trainer's schema, e.g. "
+                                       "recipes/speechgpt/1_unit_adaptation.yaml")
     parser.add_argument("overrides", nargs="*", help="a.b=c overrides, e.g. train.steps=10 output_dir=runs/x")
     parser.set_defaults(func=run)
 
