@@ -62,19 +62,28 @@ class Task:
 
 # SpeechGPT's wording (paper, appendix: chain-of-modality instruction templates)
 TASKS = {
-    "speech->speech": Task(SPEECH, SPEECH, "This is a speech instruction: {input}. And your response should be speech. "
-                           "You can do it step by step. You can first transcribe the instruction and get the text "
-                           "instruction. Then you can think about the instruction and get the text response. Last, you "
-                           "should speak the response aloud", ("transcript", "text_answer", "unit_answer")),
-    "speech->text": Task(SPEECH, TEXT, "This is a speech instruction: {input}. And your response should be text. You can "
-                         "do it step by step. You can first transcribe the instruction and get the text instruction. "
-                         "Then you can think about the instruction and get the text response",
-                         ("transcript", "text_answer")),
-    "text->speech": Task(TEXT, SPEECH, "This is a text instruction: {input}. And your response should be speech. You can "
-                         "do it step by step. You can think about the instruction and get the text response. Then you "
-                         "should speak the response aloud", ("text_answer", "unit_answer")),
-    "text->text": Task(TEXT, TEXT, "This is a text instruction: {input}. And your response should be text. You can "
-                       "think about the instruction and get the text response", ("text_answer",)),
+    "speech->speech": Task(
+        SPEECH, SPEECH,
+        "This is a speech instruction: {input}. And your response should be speech. You can do it step by step. "
+        "You can first transcribe the instruction and get the text instruction. Then you can think about the "
+        "instruction and get the text response. Last, you should speak the response aloud",
+        ("transcript", "text_answer", "unit_answer")),
+    "speech->text": Task(
+        SPEECH, TEXT,
+        "This is a speech instruction: {input}. And your response should be text. You can do it step by step. "
+        "You can first transcribe the instruction and get the text instruction. Then you can think about the "
+        "instruction and get the text response",
+        ("transcript", "text_answer")),
+    "text->speech": Task(
+        TEXT, SPEECH,
+        "This is a text instruction: {input}. And your response should be speech. You can do it step by step. "
+        "You can think about the instruction and get the text response. Then you should speak the response aloud",
+        ("text_answer", "unit_answer")),
+    "text->text": Task(
+        TEXT, TEXT,
+        "This is a text instruction: {input}. And your response should be text. You can think about the "
+        "instruction and get the text response",
+        ("text_answer",)),
 }
 
 
@@ -142,7 +151,8 @@ class ChainOfModality:
     def cross_modal(self, text: str, units: list[int], direction: str = "asr") -> list[Turn]:
         """Stage 2 pairs: ``{instruction} This is input: {speech or text} <eoh>.`` answered by the other side."""
         if direction not in ("asr", "tts"):
-            raise ConfigError(f"cross-modal direction must be asr (speech -> text) or tts (text -> speech), got {direction!r}")
+            raise ConfigError(f"cross-modal direction must be asr (speech -> text) or tts (text -> speech), "
+                              f"got {direction!r}")
         asr = direction == "asr"
         given, wanted = (units_text(units), text) if asr else (text, units_text(units))
         instruction = self.asr_instruction if asr else self.tts_instruction

@@ -47,8 +47,8 @@ def prepare_speech(audio: Audio, max_seconds: float = 30.0, sample_rate: int = S
     if audio.sample_rate != sample_rate:
         mono = torchaudio.functional.resample(mono, audio.sample_rate, sample_rate)
     if mono.shape[1] < MIN_SECONDS * sample_rate:
-        raise MediaError(f"{name}: {audio.seconds * 1000:.1f} ms of audio is shorter than one {MIN_SECONDS * 1000:.0f} ms "
-                         f"analysis window; record a longer clip")
+        raise MediaError(f"{name}: {audio.seconds * 1000:.1f} ms of audio is shorter than one "
+                         f"{MIN_SECONDS * 1000:.0f} ms analysis window; record a longer clip")
     return Audio(mono, sample_rate=sample_rate, source=audio.source)
 
 
@@ -64,7 +64,8 @@ def read_speech_files(inputs: list[str | Path], max_seconds: float = float("inf"
 
     files: list[Path] = []
     for item in map(Path, inputs):
-        files += sorted(p for p in item.rglob("*") if p.suffix.lower() in io.AUDIO_SUFFIXES) if item.is_dir() else [item]
+        found = sorted(p for p in item.rglob("*") if p.suffix.lower() in io.AUDIO_SUFFIXES) if item.is_dir() else None
+        files += found if found is not None else [item]
     if not files:
         raise MediaError(f"no speech files (.wav / .flac / .ogg / .mp3) found in {[str(i) for i in inputs]}")
     return [read_speech(f, max_seconds) for f in tqdm(files, desc="reading speech", unit="file")]
@@ -187,11 +188,12 @@ class LogMelUnitizer:
         try:
             features = LogMelFeatures(**meta["features"])
         except (KeyError, TypeError) as e:
-            raise CheckpointError(f"{directory / UNITIZER_FILE}: bad log-mel features ({e}); save the unitizer again") from None
+            raise CheckpointError(f"{directory / UNITIZER_FILE}: bad log-mel features ({e}); "
+                                  f"save the unitizer again") from None
         quantizer = UnitQuantizer.load(directory)
         if quantizer.source != "log-mel" or quantizer.dim != features.n_mels:
-            raise CheckpointError(f"{directory}: the quantizer holds {quantizer.dim}-dim {quantizer.source!r} centroids, "
-                                  f"not {features.n_mels}-bin log-mel ones; save the unitizer again")
+            raise CheckpointError(f"{directory}: the quantizer holds {quantizer.dim}-dim {quantizer.source!r} "
+                                  f"centroids, not {features.n_mels}-bin log-mel ones; save the unitizer again")
         return cls(quantizer, features)
 
 

@@ -52,4 +52,5 @@ def utterance(words: list[int], seed: int = 0, gain: float = 0.5) -> torch.Tenso
 
 def corpus(count: int, seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [utterance(torch.randint(len(WORDS), (3,), generator=g).tolist(), seed=seed * 1000 + i) for i in range(count)]
+    return [utterance(torch.randint(len(WORDS), (3,), generator=g).tolist(), seed=seed * 1000 + i)
+            for i in range(count)]

@@ -62,7 +62,8 @@ class SpeechStage(Stage):
                     param.requires_grad_(True)
         if "new_tokens" in self.trains:  # the unit rows live in the stage until finish() writes them back
             base = model.llm.get_base_model() if isinstance(model.llm, PeftModel) else model.llm
-            ids = [model.protocol.ids[s] for s in [SOSP, EOSP] + [unit_token(u) for u in range(model.protocol.num_units)]]
+            strings = [SOSP, EOSP] + [unit_token(u) for u in range(model.protocol.num_units)]
+            ids = [model.protocol.ids[s] for s in strings]
             self.token_rows = TrainableTokenRows(base, ids).to(device)
 
     def forward(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -106,7 +106,8 @@ class GriffinLimVocoder:
             tensors = load_file(directory / WEIGHTS_FILE)
         except Exception as e:  # missing files, bad JSON, bad safetensors
             raise CheckpointError(f"{directory}: not a Griffin-Lim vocoder folder ({e}); it needs {CONFIG_FILE} and "
-                                  f"{WEIGHTS_FILE}, as GriffinLimVocoder.fit(...).save_pretrained(dir) writes") from None
+                                  f"{WEIGHTS_FILE}, as GriffinLimVocoder.fit(...).save_pretrained(dir) "
+                                  f"writes") from None
         if "spectra" not in tensors or "durations" not in tensors:
             raise CheckpointError(f"{directory / WEIGHTS_FILE} lacks spectra or durations; build the vocoder again")
         return cls(tensors["spectra"], tensors["durations"], config.get("sample_rate", 16_000),
