@@ -153,3 +153,18 @@ def test_speech_stage_runs_on_the_shared_trainer(tmp_path):
     trained = AnyModalModel.from_pretrained(bundle)
     lora = {n: p for n, p in trained.llm.named_parameters() if "lora_B" in n}
     assert lora and any(p.abs().sum() > 0 for p in lora.values())  # LoRA B starts at zero: it moved
+
+
+def test_speech_turn_through_the_learned_unit_vocoder(speaking_model, speech_parts, tmp_path):
+    from decoders.vocoder import UnitVocoder
+
+    unitizer_dir, _, clips = speech_parts
+    vocoder = UnitVocoder.from_config({"num_units": K})
+    result = SpeechPipeline(speaking_model, LogMelUnitizer.load(unitizer_dir), vocoder).speak(
+        clips[2], prefill="<sosp>", max_new_tokens=12)
+    assert result.units and result.audio.sample_rate == 16000
+    assert result.audio.waveform.shape[1] >= len(result.units) * vocoder.samples_per_unit
+    info = soundfile.info(str(io.save(result.audio, tmp_path / "answer.wav")))
+    assert info.samplerate == 16000 and info.subtype == "PCM_16"
+    with pytest.raises(ConfigError, match="vocoder speaks 8 units"):
+        SpeechPipeline(speaking_model, LogMelUnitizer.load(unitizer_dir), UnitVocoder.from_config({"num_units": 8}))
