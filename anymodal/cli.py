@@ -10,7 +10,7 @@ import sys
 from .errors import AnyModalError
 
 COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "quantize"]
-BENCH_MODULES = ["generate", "index", "decode", "encoders", "train", "quantize"]
+BENCH_MODULES = ["generate", "index", "decode", "encoders", "train", "quantize", "speech"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -109,12 +109,23 @@ class GenerationConfig:
 
 
 @dataclass
+class SpeechConfig:
+    """Speech in / out around the unit tokens (SpeechGPT, anymodal/speech.py). Paths may lie inside the bundle."""
+
+    unitizer: Optional[str] = None  # speech -> units folder (LogMelUnitizer / HubertUnitizer .save)
+    vocoder: Optional[str] = None  # units -> waveform: a vocoder folder or hub id
+    vocoder_name: str = "unit-hifigan"  # registry name (unit-hifigan | griffin-lim) or "package.module:Class"
+    max_seconds: float = 30.0  # longer input speech is refused
+
+
+@dataclass
 class ModelConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)  # keyed by modality: image, audio, ...
     decoders: dict[str, DecoderConfig] = field(default_factory=dict)  # keyed by modality: image, audio, video
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     speech_units: int = 0  # K speech unit tokens <u0>..<u{K-1}>; 0 = no speech
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 

@@ -380,7 +380,7 @@ class AnyModalModel(nn.Module):
     def _relative_component_paths(self) -> list[str]:
         """Component paths the config names inside the current bundle: they travel with the bundle."""
         c = self.config
-        paths = [c.llm.name_or_path, c.llm.tokenizer, c.retrieval.name_or_path]
+        paths = [c.llm.name_or_path, c.llm.tokenizer, c.retrieval.name_or_path, c.speech.unitizer, c.speech.vocoder]
         paths += [e.name_or_path for e in c.encoders.values()] + [d.name_or_path for d in c.decoders.values()]
         return sorted({p for p in paths if p and self.bundle_dir and not Path(p).is_absolute()
                        and (self.bundle_dir / p).exists()})
