@@ -9,7 +9,8 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "quantize"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "quantize", "speak", "speech_build",
+                   "speech_train", "vocoder_train"]
 BENCH_MODULES = ["generate", "index", "decode", "encoders", "train", "quantize", "speech"]
 
 

@@ -22,7 +22,7 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .processor import IGNORE, Batch, Example
+from .processor import IGNORE, Example
 from .speech import ChainExample, ChainOfModality
 from .tokens import EOSP, SOSP, unit_token
 from .training.stages import Stage
