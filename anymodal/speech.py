@@ -27,15 +27,10 @@ from .media import Audio, Part, Response, Turn, Units
 from .model import _resolve  # component paths inside a bundle
 from .speech_features import LogMelUnitizer, prepare_speech, read_speech, read_unitizer_meta
 from .speech_units import UnitQuantizer
-from .tokens import EOSP, SOSP, TextSegment, TokenProtocol, UnitSegment, unit_token
+from .tokens import TextSegment, TokenProtocol, UnitSegment, units_text
 
 SPEECH, TEXT = "speech", "text"
 INPUT = "{input}"
-
-
-def units_text(units: list[int]) -> str:
-    """Units as the text the tokenizer turns into unit tokens: ``<sosp><u12><u7><eosp>``."""
-    return SOSP + "".join(unit_token(u) for u in units) + EOSP
 
 
 def ids_to_parts(tokenizer, protocol: TokenProtocol, ids: list[int]) -> list[Part]:

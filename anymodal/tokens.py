@@ -42,6 +42,11 @@ def unit_token(unit: int) -> str:
     return f"<u{unit}>"
 
 
+def units_text(units: list[int]) -> str:
+    """Units as the text the tokenizer turns into unit tokens: ``<sosp><u12><u7><eosp>``."""
+    return SOSP + "".join(unit_token(u) for u in units) + EOSP
+
+
 # ----------------------------------------------------------------------------------- parsed output
 @dataclass
 class TextSegment:
