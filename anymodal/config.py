@@ -151,6 +151,28 @@ def build(schema: type[T], *sources: Any, overrides: list[str] | None = None) ->
                           f"{schema.__name__} in anymodal/config.py") from None
 
 
+def select(config: Any, key: str) -> Any:
+    """The value at a dotted ``key`` such as ``"speech.vocoder"``; ConfigError naming the key if there is none."""
+    value = OmegaConf.select(OmegaConf.structured(config), key, default=_NO_VALUE)
+    if value is _NO_VALUE:
+        raise ConfigError(f"no config key {key!r} in {type(config).__name__}; see anymodal/config.py")
+    return value
+
+
+def replace(config: T, key: str, value: Any) -> T:
+    """A copy of ``config`` with the dotted ``key`` set to ``value`` (type-checked)."""
+    node = OmegaConf.structured(config)
+    select(config, key)
+    try:
+        OmegaConf.update(node, key, value, merge=False)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"cannot set {key!r} to {value!r}: {_first_line(e)}") from None
+    return OmegaConf.to_object(node)
+
+
+_NO_VALUE = object()
+
+
 def to_dict(config: Any) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
 

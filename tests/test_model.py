@@ -290,3 +290,21 @@ def test_speech_units_need_unit_tokens(model):
 
     with pytest.raises(TokenProtocolError, match="no unit tokens.*speech_units"):
         model.generate(Turn.user("hear this", Units([1, 2])))
+
+
+def test_pack_copies_local_components_into_the_bundle(model, tmp_path):
+    model.save_pretrained(tmp_path / "b", pack=["retrieval.name_or_path", "encoders.image.name_or_path"])
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "b").rename(moved)
+    loaded = AnyModalModel.from_pretrained(moved)
+    assert loaded.config.retrieval.name_or_path == "components/retrieval_name_or_path"
+    assert loaded.config.encoders["image"].name_or_path == "components/encoders_image_name_or_path"
+    assert (moved / "components" / "retrieval_name_or_path" / "manifest.json").is_file()
+    found = loaded.generate(Turn.user("find"), prefill="[RET]", retrieval_k=2).retrieved
+    assert len(found) == 2
+    loaded.save_pretrained(tmp_path / "again")  # packed parts travel on re-save
+    assert (tmp_path / "again" / "components" / "encoders_image_name_or_path" / "config.json").is_file()
+    with pytest.raises(ConfigError, match="no config key 'speech.vocodr'"):
+        model.save_pretrained(tmp_path / "c", pack=["speech.vocodr"])
+    with pytest.raises(ConfigError, match="cannot pack speech.vocoder"):
+        model.save_pretrained(tmp_path / "c", pack=["speech.vocoder"])
