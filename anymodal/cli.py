@@ -9,8 +9,9 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "serve", "app"]
-BENCH_MODULES = ["generate", "index", "decode", "encoders", "train", "serve"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "quantize", "speak", "speech_build",
+                   "speech_train", "vocoder_train", "serve", "app"]
+BENCH_MODULES = ["generate", "index", "decode", "encoders", "train", "quantize", "speech", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
