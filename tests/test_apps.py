@@ -67,34 +67,38 @@ def test_assistant_image_in_image_out_and_upload_limit(tiny_model, tmp_path):
 def test_speech_app_says_when_the_bundle_cannot_speak(tiny_model):
     with running("speech", tiny_model) as client:
         with pytest.raises(AppError, match="no speech units"):
-            client.predict(None, "hello", 8, api_name="/ask")
+            client.predict(None, "speech->speech", "", 8, api_name="/ask")
 
 
-def test_speech_app_answers_in_audio(tiny_root, tmp_path):
-    from anymodal.model import AnyModalModel
-    from anymodal.tiny import tiny_config
-    from decoders.vocoder import UnitVocoder
+def test_speech_app_answers_in_audio(tmp_path):
+    from anymodal.media import Audio
+    from anymodal.speech import SpeechPipeline
+    from anymodal.speech_features import LogMelUnitizer
+    from anymodal.speech_synth import RATE, corpus
+    from decoders.griffinlim import GriffinLimVocoder
+    from speech_fixtures import build_model
 
-    config = tiny_config(tiny_root, decoders=False, retrieval=False)
-    config.speech_units = 12
-    torch.manual_seed(0)
-    model = AnyModalModel.from_config(config).eval()
+    model = build_model(tmp_path / "model", speech_units=16)
     # an untrained LM rarely writes unit tokens after <sosp>; lift their logits so that it speaks
-    unit_ids = torch.tensor(model.protocol.unit_ids(list(range(12)))[1:-1])
+    unit_ids = torch.tensor(model.protocol.unit_ids(list(range(16)))[1:-1])
     model.llm.get_output_embeddings().register_forward_hook(lambda m, i, out: out.index_add(
         -1, unit_ids, torch.full((*out.shape[:-1], len(unit_ids)), 50.0)))
-    with running("speech", model, vocoder=UnitVocoder.from_config({"num_units": 12})) as client:
-        audio, transcript, text = client.predict(None, "say hello", 8, api_name="/ask")
+    clips = [Audio(w, sample_rate=RATE) for w in corpus(12)]
+    unitizer = LogMelUnitizer.fit(clips, num_units=16)
+    vocoder = GriffinLimVocoder.fit(clips, [unitizer.frame_units(c) for c in clips], 16)
+    question = tmp_path / "question.wav"
+    soundfile.write(question, clips[0].waveform[0].numpy(), RATE)
+    with running("speech", model, speech=SpeechPipeline(model, unitizer, vocoder)) as client:
+        audio, transcript, text = client.predict(handle_file(str(question)), "speech->speech", "<sosp>", 8,
+                                                 api_name="/ask")
         data, rate = soundfile.read(audio["path"])  # the answer's speech span, vocoded (the app's session copy)
-    assert rate == 16000 and len(data) >= 320
-    assert transcript.startswith(text)  # the spoken span continues the text answer (chain of modality)
-    with running("speech", model) as client:  # no vocoder: the units are counted instead
-        audio, transcript, _ = client.predict(None, "say hello", 8, api_name="/ask")
-        speech = tmp_path / "question.wav"
-        soundfile.write(speech, torch.zeros(1600).numpy(), 16000)
-        with pytest.raises(AppError, match="no audio encoder"):  # this bundle speaks but cannot listen
-            client.predict(handle_file(str(speech)), "", 8, api_name="/ask")
-    assert audio is None and "speech units; no vocoder" in transcript
+        assert rate == 16000 and len(data) >= 320
+        with pytest.raises(AppError, match="record or upload"):
+            client.predict(None, "speech->speech", "", 8, api_name="/ask")
+    assert isinstance(transcript, str) and isinstance(text, str)
+    with running("speech", build_model(tmp_path / "deaf", speech_units=16)) as client:  # no unitizer, no vocoder
+        with pytest.raises(AppError, match="cannot speak yet"):
+            client.predict(handle_file(str(question)), "speech->speech", "", 8, api_name="/ask")
 
 
 def test_retrieval_chat_indexes_a_folder_and_brings_images_back(tiny_model, tmp_path):

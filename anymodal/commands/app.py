@@ -21,12 +21,16 @@ def register(subparsers) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--max-upload-mb", type=float, default=16, help="largest uploaded file, MiB")
-    parser.add_argument("--vocoder", help="unit vocoder folder for the speech app (default: BUNDLE/vocoder if present)")
+    parser.add_argument("--unitizer", help="speech app: unitizer folder (default: the bundle's speech.unitizer)")
+    parser.add_argument("--vocoder", help="speech app: vocoder folder or hub id (default: the bundle's speech.vocoder)")
+    parser.add_argument("--vocoder-name", help="speech app: vocoder plugin, unit-hifigan | griffin-lim | "
+                                               "package.module:Class (default: the bundle's speech.vocoder_name)")
     parser.set_defaults(func=run)
 
 
-def build_app(name: str, model, note: str, max_upload_mb: float = 16, vocoder=None):
-    """The Gradio Blocks of app ``name`` over ``model`` (what `anymodal app` launches; tests drive it too)."""
+def build_app(name: str, model, note: str, max_upload_mb: float = 16, speech=None):
+    """The Gradio Blocks of app ``name`` over ``model`` (what `anymodal app` launches; tests drive it too).
+    ``speech``: the speech app's SpeechPipeline (default: the one the bundle's speech config names)."""
     try:
         module = importlib.import_module(f"apps.{name}")
     except ModuleNotFoundError as e:
@@ -34,12 +38,10 @@ def build_app(name: str, model, note: str, max_upload_mb: float = 16, vocoder=No
     from apps.common import AppSettings
 
     settings = AppSettings(note=note, max_upload_mb=max_upload_mb)
-    return module.build(model, settings, vocoder=vocoder) if name == "speech" else module.build(model, settings)
+    return module.build(model, settings, pipeline=speech) if name == "speech" else module.build(model, settings)
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from apps.common import launch
 
     from ..server.loading import exit_on_sigterm, load_model
@@ -47,12 +49,14 @@ def run(args) -> int:
     if args.max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     exit_on_sigterm()
-    vocoder = args.vocoder
-    if vocoder is None and args.bundle and (Path(args.bundle) / "vocoder").is_dir():
-        vocoder = str(Path(args.bundle) / "vocoder")
     with tempfile.TemporaryDirectory(prefix="anymodal-app-") as tmp:
         model, note = load_model(args.bundle, tmp)
         print(f"anymodal app {args.name}: {note}; http://{args.host}:{args.port}")
-        demo = build_app(args.name, model, note, args.max_upload_mb, vocoder)
+        speech = None
+        if args.name == "speech" and (args.unitizer or args.vocoder or args.vocoder_name):
+            from ..speech import SpeechPipeline
+
+            speech = SpeechPipeline.from_model(model, args.unitizer, args.vocoder, args.vocoder_name)
+        demo = build_app(args.name, model, note, args.max_upload_mb, speech)
         launch(demo, args.host, args.port, args.max_upload_mb)
     return 0
