@@ -11,6 +11,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine, spinning OpenMP workers make
+    them 10-30x slower (a tiny [IMG] turn: ~0.3 s on one thread, seconds on two)."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -4,7 +4,6 @@ import argparse
 import re
 
 import pytest
-import torch
 
 from anymodal import io
 from anymodal.bench import decode as bench_decode
@@ -12,7 +11,6 @@ from anymodal.commands import decode as decode_command
 from anymodal.errors import ConfigError
 from decoders.diffusion import StableDiffusionDecoder
 from decoders.vocoder import UnitVocoder
-from decoder_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 SD = "decoders.diffusion:StableDiffusionDecoder"
 VOCODER = "decoders.vocoder:UnitVocoder"

@@ -8,7 +8,7 @@ from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.interfaces import Decoder
 from anymodal.media import Audio, Modality, Video
 from decoders.diffusion import AudioLDMDecoder, TextToVideoDecoder
-from decoder_fixtures import condition, one_thread  # noqa: F401 (autouse fixture)
+from decoder_fixtures import condition
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.interfaces import Decoder
 from anymodal.media import Image, Modality
 from decoders.diffusion import StableDiffusionDecoder
-from decoder_fixtures import condition, one_thread  # noqa: F401 (autouse fixture)
+from decoder_fixtures import condition
 
 
 @pytest.fixture(scope="module")

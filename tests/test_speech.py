@@ -14,7 +14,6 @@ from anymodal.speech_units import dedup
 from decoders.griffinlim import GriffinLimVocoder
 from anymodal.speech_synth import RATE, corpus, utterance
 from speech_fixtures import build_model
-from decoder_fixtures import one_thread  # noqa: F401  (autouse: one thread for tiny models)
 
 
 @pytest.fixture(scope="module")

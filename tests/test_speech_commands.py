@@ -15,7 +15,6 @@ from anymodal.speech_synth import RATE, corpus
 from decoders.griffinlim import GriffinLimVocoder
 from decoders.vocoder import UnitVocoder
 from decoders.vocoder_training import train_unit_vocoder
-from decoder_fixtures import one_thread  # noqa: F401  (autouse: one thread for tiny models)
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "speechgpt"
 

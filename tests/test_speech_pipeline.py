@@ -16,7 +16,6 @@ from anymodal.speech_training import SpeechStage, stage_examples, train_stage
 from decoders.griffinlim import GriffinLimVocoder
 from anymodal.speech_synth import RATE, corpus
 from speech_fixtures import build_model
-from decoder_fixtures import one_thread  # noqa: F401  (autouse: one thread for tiny models)
 
 K = 16
 WORDS = {"red": [1, 2, 3], "green": [4, 5], "blue": [6, 7, 8, 9], "yellow": [10, 11]}

@@ -27,17 +27,8 @@ RECIPES = REPO / "recipes" / "toyworld"
 STAGES = ["encoder_alignment", "decoder_alignment", "retrieval_alignment", "instruction_tuning"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two OpenMP threads on a shared 2-core machine are ~20x slower for these tiny models than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory, one_thread):
+def toy(tmp_path_factory):
     return build_toy(ToyConfig(dir=str(tmp_path_factory.mktemp("toy")), images=16))
 
 

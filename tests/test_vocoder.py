@@ -16,7 +16,6 @@ from torch import nn
 from anymodal.errors import CheckpointError, ConfigError, TokenProtocolError
 from anymodal.media import Audio, Modality, Units
 from decoders.vocoder import UnitVocoder
-from decoder_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,6 @@ from anymodal import io
 from anymodal.media import Image
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny models gain nothing from intra-op threads; on a shared CPU the threads only contend
-    (a tiny [IMG] turn: ~0.3 s on one thread, several seconds on two under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def bare_model(tiny_root):
     """LLM + CLIP only: no decoder, no index, no speech."""
