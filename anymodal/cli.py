@@ -9,7 +9,7 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "toyworld"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "toyworld", "eval"]
 BENCH_MODULES = ["generate", "index", "decode", "encoders", "train"]
 
 

@@ -67,9 +67,10 @@ class AttributeJudge(nn.Module):
         channels = {"image": 3, "sound": 1, "video": 3 * FRAMES}[kind]
         self.log_mel = LogMel(hop=160) if kind == "sound" else None
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())  # [B, 256]
+            nn.Conv2d(channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+            nn.Flatten())  # [B, 256]
         self.heads = nn.ModuleDict({a: nn.Linear(256, len(ATTRIBUTES[a])) for a in self.attributes})
 
     def inputs(self, items: list[Media]) -> torch.Tensor:

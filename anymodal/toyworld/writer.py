@@ -4,7 +4,8 @@ training conversation format (read back by ``anymodal.training.data.read_data``)
     OUT/train/items.jsonl                  one line per item: index, attributes, speaker, files
     OUT/train/image/0000.png  sound/0000.wav  video/0000.mp4  speech/0000.wav (the caption, spoken)
     OUT/train/question/0000.wav  answer/0000.wav             (a spoken question and its spoken answer)
-    OUT/train/tasks/<task>.jsonl           caption_image, ..., switch (see tasks.py)
+    OUT/train/<task>.jsonl                 caption_image, ..., switch (see tasks.py); media paths are relative
+                                           to the split folder, where the training reader looks for them
     OUT/train/speech_chain.jsonl           speech-in / speech-out records with audio paths
 """
 
@@ -29,7 +30,7 @@ FOLDERS = {"image": ".png", "sound": ".wav", "video": ".mp4", "speech": ".wav", 
 def write_split(out: str | Path, split: str, n: int, seed: int = 0, progress: bool = True) -> Path:
     """Render ``n`` items of ``split`` under ``out/split`` and write its task files. Returns the folder."""
     folder = Path(out) / split
-    for name in (*FOLDERS, "tasks"):
+    for name in FOLDERS:
         (folder / name).mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: extra intra-op threads only add overhead (20x on a busy 2-core CPU)
@@ -60,8 +61,8 @@ def _write_tables(folder: Path, items: list[Item], rng: random.Random) -> None:
              "answer_speech": it.answer_speech} for it in items]
     _write_jsonl(folder / "items.jsonl", rows)
     for name, build in TASKS.items():
-        _write_jsonl(folder / "tasks" / f"{name}.jsonl", [{"messages": build(it, rng)} for it in items])
-    _write_jsonl(folder / "tasks" / "switch.jsonl", [{"messages": switch(it, rng.choice(items))} for it in items])
+        _write_jsonl(folder / f"{name}.jsonl", [{"messages": build(it, rng)} for it in items])
+    _write_jsonl(folder / "switch.jsonl", [{"messages": switch(it, rng.choice(items))} for it in items])
     _write_jsonl(folder / "speech_chain.jsonl", [chain_record(it) for it in items])
 
 
