@@ -151,3 +151,19 @@ def test_image_judge_learns_colour_and_size_fast_and_round_trips(tmp_path):
         load_judge(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="no attribute judge"):
         AttributeJudge("smell")
+
+
+# ------------------------------------------------------------------------------------- eval command
+def test_eval_command_prints_the_table_with_na_where_the_bundle_lacks_a_part(tiny_model, tmp_path, capsys):
+    bundle = tiny_model.save_pretrained(tmp_path / "bundle")  # image encoder + image decoder + [RET], no audio/video
+    judge, accuracy = train_judge("image", n=64, steps=5, n_eval=16, progress=False)
+    save_judge(judge, tmp_path / "judges" / "image", accuracy)
+    assert main(["eval", "toyworld", str(bundle), "--n", "2", "--judges", str(tmp_path / "judges")]) == 0
+    table = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert table["path"].split() == ["path", "score", "target", "judge", "on", "real"]
+    for path in ("caption image", "question answering", "generate image", "[RET] recall@1", "[RET] recall@5"):
+        assert "%" in table[path] and "n/a" not in table[path]  # measured (a random model scores what it scores)
+    assert "n/a (no audio encoder)" in table["caption sound"] and "n/a (no video encoder)" in table["caption video"]
+    assert "n/a (no audio decoder)" in table["generate sound"] and "n/a (no video decoder)" in table["generate video"]
+    assert "n/a (no speech units)" in table["chain of modality"] and "n/a" in table["speech -> text"]
+    assert f"{100 * min(accuracy['shape'], accuracy['colour']):.1f}%" in table["generate image"]  # the judge's own score
