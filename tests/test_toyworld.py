@@ -11,7 +11,7 @@ from anymodal.config import DecoderConfig, EncoderConfig, ModelConfig, Retrieval
 from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.toyworld import metrics
 from anymodal.toyworld.judges import AttributeJudge, load_judge, save_judge, train_judge
-from anymodal.toyworld.render import KINDS, WorldItem, world_items
+from anymodal.toyworld.render import KINDS, WorldItem, one_thread, world_items
 from anymodal.toyworld.spoken import LEXICON, SPEAKERS, speak
 from anymodal.toyworld.world import ALL_THINGS, Thing, split_seed
 from anymodal.training.data import check_samples, read_data
@@ -19,11 +19,8 @@ from anymodal.training.data import check_samples, read_data
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Tiny tensors: intra-op threads only cost time on the shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

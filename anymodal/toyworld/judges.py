@@ -73,7 +73,7 @@ class AttributeJudge(nn.Module):
             nn.Flatten())  # [B, 256]
         self.heads = nn.ModuleDict({a: nn.Linear(256, len(ATTRIBUTES[a])) for a in self.attributes})
 
-    def inputs(self, items: list[Media]) -> torch.Tensor:
+    def features(self, items: list[Media]) -> torch.Tensor:
         """Media -> the judge's input batch, resampled to the world's sizes (generated media may differ)."""
         wanted = MEDIA[self.kind]
         wrong = [type(m).__name__ for m in items if not isinstance(m, wanted)]
@@ -95,7 +95,7 @@ class AttributeJudge(nn.Module):
     def predict(self, items: list[Media]) -> list[dict[str, str]]:
         """The attributes the judge reads from each item."""
         self.eval()
-        logits = self(self.inputs(items))
+        logits = self(self.features(items))
         return [{a: ATTRIBUTES[a][int(logits[a][i].argmax())] for a in self.attributes} for i in range(len(items))]
 
 
@@ -116,13 +116,17 @@ class SpeechJudge(nn.Module):
         self.gru = nn.GRU(64, hidden, num_layers=2, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * hidden, len(WORDS) + 1)  # class 0 is the CTC blank
 
-    def inputs(self, items: list[Audio]) -> tuple[torch.Tensor, torch.Tensor]:
-        """([B, frames, 64] log-mel, padded with silence; lengths [B])."""
+    def features(self, items: list[Audio]) -> list[torch.Tensor]:
+        """Each item's log-mel frames [frames, 64]."""
         if any(not isinstance(m, Audio) for m in items):
             raise MediaError("the speech judge reads Audio items")
-        mels = [self.log_mel(_mono_16k(m)).T for m in items]  # each [frames, 64]
-        lengths = torch.tensor([m.shape[0] for m in mels])
-        return nn.utils.rnn.pad_sequence(mels, batch_first=True, padding_value=float(torch.log(torch.tensor(1e-5)))), lengths
+        return [self.log_mel(_mono_16k(m)).T for m in items]
+
+    @staticmethod
+    def pad(mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, frames, 64] padded with silence, lengths [B])."""
+        silence = float(torch.tensor(1e-5).log())
+        return nn.utils.rnn.pad_sequence(mels, batch_first=True, padding_value=silence), torch.tensor([len(m) for m in mels])
 
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
         return self.out(self.gru(mels)[0])  # [B, frames, words + 1]
@@ -131,7 +135,7 @@ class SpeechJudge(nn.Module):
     def transcribe(self, items: list[Audio]) -> list[list[str]]:
         """Greedy CTC: best class per frame, repeats collapsed, blanks dropped."""
         self.eval()
-        mels, lengths = self.inputs(items)
+        mels, lengths = self.pad(self.features(items))
         best = self(mels).argmax(-1)  # [B, frames]
         words = []
         for row, length in zip(best.tolist(), lengths.tolist()):
@@ -173,12 +177,14 @@ def train_judge(kind: str, n: int = 1024, steps: int = 400, batch_size: int = 64
         judge, (media, targets) = SpeechJudge(), _sentences("train", n, seed)
     else:
         judge, (media, targets) = AttributeJudge(kind), _attribute_data(kind, "train", n, seed)
+    with torch.no_grad():  # features once, not every step: the log-mel of 1024 sounds is most of the cost
+        features = judge.features(media)
     optimizer = torch.optim.AdamW(judge.parameters(), lr=3e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     judge.train()
     for _ in tqdm(range(steps), desc=f"{kind} judge", disable=not progress):
         picks = rng.sample(range(len(media)), min(batch_size, len(media)))
-        loss = _loss(judge, [media[i] for i in picks], [targets[i] for i in picks])
+        loss = _loss(judge, [features[i] for i in picks], [targets[i] for i in picks])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -196,13 +202,13 @@ def judge_accuracy(judge: nn.Module, n: int = 256, seed: int = 0) -> dict[str, f
     return attribute_accuracy(judge, *_attribute_data(judge.kind, "validation", n, seed))
 
 
-def _loss(judge: nn.Module, media: list[Media], targets: list) -> torch.Tensor:
+def _loss(judge: nn.Module, features: list[torch.Tensor], targets: list) -> torch.Tensor:
     if judge.kind == "speech":
-        mels, lengths = judge.inputs(media)
+        mels, lengths = judge.pad(features)
         log_probs = judge(mels).log_softmax(-1).transpose(0, 1)  # [frames, B, classes], as ctc_loss takes
         labels = torch.tensor([WORDS.index(w) + 1 for words in targets for w in words])
         return F.ctc_loss(log_probs, labels, lengths, torch.tensor([len(w) for w in targets]), zero_infinity=True)
-    logits = judge(judge.inputs(media))
+    logits = judge(torch.stack(features))
     return sum(F.cross_entropy(logits[a], torch.tensor([ATTRIBUTES[a].index(t.attribute(a)) for t in targets]))
                for a in judge.attributes)
 

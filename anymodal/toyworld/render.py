@@ -6,7 +6,10 @@ toyworld generate`` writes for the same split and seed.
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+import torch
 
 from ..media import Media
 from .images import render_image
@@ -49,3 +52,15 @@ def world_items(split: str, n: int, seed: int = 0) -> list[WorldItem]:
     things = sample_things(n, rng)
     speakers = speaker_ids(split, n, rng)
     return [WorldItem(i, thing, speaker, rng.randrange(2 ** 31)) for i, (thing, speaker) in enumerate(zip(things, speakers))]
+
+
+@contextmanager
+def one_thread():
+    """Run the block on one intra-op thread: the world's tensors are tiny, and on a busy 2-core CPU extra
+    threads only contend (rendering speech was 20x slower on two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
