@@ -2,7 +2,7 @@
 so that generated images / sounds / videos and spoken answers can be scored automatically.
 
     AttributeJudge("image")   CNN over [3, 32, 32] pixels                    -> shape, colour, size
-    AttributeJudge("sound")   CNN over a [1, 64, 101] log-mel spectrogram    -> shape, colour, size
+    AttributeJudge("sound")   CNN over a [1, 32, 51] log-mel spectrogram (20 ms)    -> shape, colour, size
     AttributeJudge("video")   CNN over the 8 frames stacked as [24, 16, 16]  -> shape, colour, direction
     SpeechJudge               BiGRU + CTC over log-mel frames (20 ms)        -> the spoken words
 
@@ -38,11 +38,11 @@ MEDIA = {"image": Image, "sound": Audio, "video": Video}
 
 
 class LogMel(nn.Module):
-    """Waveform [N] (16 kHz) -> log-mel [64, frames]; ``hop`` samples per frame."""
+    """Waveform [N] (16 kHz) -> log-mel [bins, frames]; ``hop`` samples per frame."""
 
-    def __init__(self, hop: int):
+    def __init__(self, hop: int, bins: int):
         super().__init__()
-        self.mel = torchaudio.transforms.MelSpectrogram(SAMPLE_RATE, n_fft=1024, hop_length=hop, n_mels=64)
+        self.mel = torchaudio.transforms.MelSpectrogram(SAMPLE_RATE, n_fft=1024, hop_length=hop, n_mels=bins)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return (self.mel(wave) + 1e-5).log()
@@ -65,7 +65,7 @@ class AttributeJudge(nn.Module):
             raise ConfigError(f"no attribute judge for {kind!r}; judges exist for {sorted(JUDGED)}")
         self.kind, self.attributes = kind, JUDGED[kind]
         channels = {"image": 3, "sound": 1, "video": 3 * FRAMES}[kind]
-        self.log_mel = LogMel(hop=160) if kind == "sound" else None
+        self.log_mel = LogMel(hop=320, bins=32) if kind == "sound" else None
         self.body = nn.Sequential(
             nn.Conv2d(channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
@@ -85,7 +85,7 @@ class AttributeJudge(nn.Module):
             return torch.stack([_video_input(m.frames) for m in items])  # [B, 24, 16, 16]
         waves = torch.stack([F.pad(w, (0, max(0, SAMPLE_RATE - w.shape[0])))[:SAMPLE_RATE]
                              for w in map(_mono_16k, items)])  # [B, 16000]: one second
-        return self.log_mel(waves)[:, None]  # [B, 1, 64, 101]
+        return self.log_mel(waves)[:, None]  # [B, 1, 32, 51]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.body(x)  # [B, 256]
@@ -112,7 +112,7 @@ class SpeechJudge(nn.Module):
     def __init__(self, hidden: int = 96):
         super().__init__()
         self.kind = "speech"
-        self.log_mel = LogMel(hop=320)
+        self.log_mel = LogMel(hop=320, bins=64)
         self.gru = nn.GRU(64, hidden, num_layers=2, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * hidden, len(WORDS) + 1)  # class 0 is the CTC blank
 
