@@ -175,3 +175,15 @@ def test_eval_command_prints_the_table_with_na_where_the_bundle_lacks_a_part(tin
 def test_attribute_judges_read_real_held_out_samples(kind, bounds):
     _, accuracy = train_judge(kind, n=1024, steps=300, progress=False)
     assert all(accuracy[a] >= bound for a, bound in bounds.items()), accuracy
+
+
+def test_speech_judge_transcribes_into_the_vocabulary_and_round_trips(tmp_path):
+    judge, accuracy = train_judge("speech", n=32, steps=3, batch_size=8, n_eval=8, progress=False)
+    assert 0.0 <= accuracy["words"] <= 1.0
+    clips = [speak("a big red cross", 1100, random.Random(0)), speak("yes", 1101, random.Random(1))]
+    heard = judge.transcribe(clips)
+    assert len(heard) == 2 and all(w in LEXICON for words in heard for w in words)
+    save_judge(judge, tmp_path / "speech", accuracy)
+    assert load_judge(tmp_path / "speech")[0].transcribe(clips) == heard
+    with pytest.raises(MediaError, match="reads Audio"):
+        judge.transcribe([world_items("test", 1)[0].render("image")])

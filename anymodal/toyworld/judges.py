@@ -4,7 +4,7 @@ so that generated images / sounds / videos and spoken answers can be scored auto
     AttributeJudge("image")   CNN over [3, 32, 32] pixels                    -> shape, colour, size
     AttributeJudge("sound")   CNN over a [1, 32, 51] log-mel spectrogram (20 ms)    -> shape, colour, size
     AttributeJudge("video")   CNN over the 8 frames stacked as [24, 16, 16]  -> shape, colour, direction
-    SpeechJudge               BiGRU + CTC over log-mel frames (20 ms)        -> the spoken words
+    SpeechJudge               conv + BiGRU + CTC over log-mel frames (20 ms) -> the spoken words
 
 ``train_judge(kind)`` trains one on the train split and measures it on the validation split (real, held-out
 items and speakers): a judge is only as trustworthy as that number, which the eval table prints beside it.
@@ -109,27 +109,30 @@ def _video_input(frames: torch.Tensor) -> torch.Tensor:
 class SpeechJudge(nn.Module):
     """A recogniser of the toy language: log-mel frames every 20 ms -> BiGRU -> per-frame word logits, CTC."""
 
-    def __init__(self, hidden: int = 96):
+    def __init__(self, hidden: int = 64):
         super().__init__()
         self.kind = "speech"
         self.log_mel = LogMel(hop=320, bins=64)
-        self.gru = nn.GRU(64, hidden, num_layers=2, batch_first=True, bidirectional=True)
+        self.front = nn.Sequential(nn.Conv1d(64, 2 * hidden, 5, padding=2), nn.ReLU())  # phone-sized context
+        self.gru = nn.GRU(2 * hidden, hidden, num_layers=2, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * hidden, len(WORDS) + 1)  # class 0 is the CTC blank
 
     def features(self, items: list[Audio]) -> list[torch.Tensor]:
-        """Each item's log-mel frames [frames, 64]."""
+        """Each item's log-mel frames [frames, 64], normalised per utterance and bin (as ASR front ends do:
+        the GRU then sees the same scale whatever the speaker's gain and channel)."""
         if any(not isinstance(m, Audio) for m in items):
             raise MediaError("the speech judge reads Audio items")
-        return [self.log_mel(_mono_16k(m)).T for m in items]
+        mels = [self.log_mel(_mono_16k(m)).T for m in items]
+        return [(m - m.mean(0)) / m.std(0).clamp_min(1e-3) for m in mels]
 
     @staticmethod
     def pad(mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """([B, frames, 64] padded with silence, lengths [B])."""
-        silence = float(torch.tensor(1e-5).log())
-        return nn.utils.rnn.pad_sequence(mels, batch_first=True, padding_value=silence), torch.tensor([len(m) for m in mels])
+        """([B, frames, 64] zero-padded, lengths [B])."""
+        return nn.utils.rnn.pad_sequence(mels, batch_first=True), torch.tensor([len(m) for m in mels])
 
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
-        return self.out(self.gru(mels)[0])  # [B, frames, words + 1]
+        h = self.front(mels.transpose(1, 2)).transpose(1, 2)  # [B, frames, 2 * hidden]
+        return self.out(self.gru(h)[0])  # [B, frames, words + 1]
 
     @torch.no_grad()
     def transcribe(self, items: list[Audio]) -> list[list[str]]:
