@@ -170,10 +170,17 @@ def attribute_accuracy(judge: AttributeJudge, media: list[Media], things: list[T
     return scores
 
 
-def train_judge(kind: str, n: int = 1024, steps: int = 400, batch_size: int = 64, n_eval: int = 256,
-                seed: int = 0, progress: bool = True) -> tuple[nn.Module, dict[str, float]]:
+# (steps, batch size) that reach >= 99% on real held-out samples (seed 0; one core: ~65 / 50 / 18 / 235 s)
+SCHEDULE = {"image": (300, 64), "sound": (300, 64), "video": (300, 64), "speech": (1200, 32)}
+
+
+def train_judge(kind: str, n: int = 1024, steps: int | None = None, batch_size: int | None = None,
+                n_eval: int = 256, seed: int = 0, progress: bool = True) -> tuple[nn.Module, dict[str, float]]:
     """Train the judge of ``kind`` (image | sound | video | speech) on ``n`` train-split samples for ``steps``
-    AdamW steps; returns (judge, accuracy on ``n_eval`` validation-split samples)."""
+    AdamW steps (default: ``SCHEDULE``); returns (judge, accuracy on ``n_eval`` validation-split samples)."""
+    if kind not in SCHEDULE:
+        raise ConfigError(f"no judge for {kind!r}; judges exist for {sorted(SCHEDULE)}")
+    steps, batch_size = steps or SCHEDULE[kind][0], batch_size or SCHEDULE[kind][1]
     torch.manual_seed(seed)
     rng = random.Random(seed)
     if kind == "speech":
