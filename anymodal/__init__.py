@@ -1,5 +1,11 @@
 """anymodal: any-to-any multimodal assistants from pretrained parts."""
 
+import logging
+
+# bitsandbytes (imported by peft) warns at import that an optional CPU kernel cannot be downloaded; it then
+# uses its built-in kernel, so the warning only alarms users of an offline machine.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
 from .errors import AnyModalError, CheckpointError, ConfigError, MediaError, RegistryError, TokenProtocolError
 from .media import IMU, Audio, Depth, Image, Media, Modality, Response, Retrieved, Thermal, Turn, Units, Video
 

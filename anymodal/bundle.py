@@ -11,27 +11,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from .atomic import recover, sha256, swap_in
 from .errors import CheckpointError
 
 FORMAT = "anymodal-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_atomically(directory: str | Path, fill: Callable[[Path], dict]) -> Path:
@@ -46,11 +38,7 @@ def write_atomically(directory: str | Path, fill: Callable[[Path], dict]) -> Pat
         files = {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "components": components, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
@@ -58,7 +46,7 @@ def write_atomically(directory: str | Path, fill: Callable[[Path], dict]) -> Pat
 
 def verify(directory: str | Path) -> dict:
     """Check that ``directory`` is a complete, uncorrupted bundle; return its manifest."""
-    directory = Path(directory)
+    directory = recover(Path(directory))
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a folder; pass the folder written by save_pretrained")
     manifest_path = directory / MANIFEST

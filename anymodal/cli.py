@@ -9,8 +9,10 @@ import sys
 
 from .errors import AnyModalError
 
-COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "toyworld", "eval"]
-BENCH_MODULES = ["generate", "index", "decode", "encoders", "train"]
+COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "quantize", "speak", "speech_build",
+                   "speech_train", "vocoder_train", "serve", "app",
+                   "toyworld", "eval"]
+BENCH_MODULES = ["generate", "index", "decode", "encoders", "train", "quantize", "speech", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

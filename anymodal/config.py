@@ -26,12 +26,24 @@ class LoraConfig:
 
 
 @dataclass
+class QuantizationConfig:
+    """Weight quantization of the LLM's linear layers, applied when it is loaded (anymodal/quantize.py).
+    A quantized bundle records it; a QLoRA recipe sets ``scheme: nf4`` to train LoRA on a 4-bit base."""
+
+    scheme: str = "none"  # none | int8 | int4 | nf4
+    backend: str = "auto"  # auto | bitsandbytes | torchao | torch-dynamic
+    skip: list[str] = field(default_factory=list)  # linear layers kept in high precision: names or name suffixes
+    double_quant: bool = True  # 4-bit: quantize the per-block scales too (QLoRA's double quantization)
+
+
+@dataclass
 class LLMConfig:
     name_or_path: str = "lmsys/vicuna-7b-v1.5"  # hub id, local dir, or a dir inside the bundle
     tokenizer: Optional[str] = None  # defaults to name_or_path
     dtype: str = "float32"  # float32 | bfloat16 | float16
     lora: LoraConfig = field(default_factory=LoraConfig)
     signal_hidden_layer: int = -1  # which hidden layer feeds the output / retrieval projections
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
 
 
 @dataclass
@@ -97,12 +109,23 @@ class GenerationConfig:
 
 
 @dataclass
+class SpeechConfig:
+    """Speech in / out around the unit tokens (SpeechGPT, anymodal/speech.py). Paths may lie inside the bundle."""
+
+    unitizer: Optional[str] = None  # speech -> units folder (LogMelUnitizer / HubertUnitizer .save)
+    vocoder: Optional[str] = None  # units -> waveform: a vocoder folder or hub id
+    vocoder_name: str = "unit-hifigan"  # registry name (unit-hifigan | griffin-lim) or "package.module:Class"
+    max_seconds: float = 30.0  # longer input speech is refused
+
+
+@dataclass
 class ModelConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)  # keyed by modality: image, audio, ...
     decoders: dict[str, DecoderConfig] = field(default_factory=dict)  # keyed by modality: image, audio, video
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     speech_units: int = 0  # K speech unit tokens <u0>..<u{K-1}>; 0 = no speech
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
@@ -126,6 +149,28 @@ def build(schema: type[T], *sources: Any, overrides: list[str] | None = None) ->
         key = getattr(e, "full_key", None) or "?"
         raise ConfigError(f"bad config key {key!r}: {_first_line(e)}. Check its spelling and type against "
                           f"{schema.__name__} in anymodal/config.py") from None
+
+
+def select(config: Any, key: str) -> Any:
+    """The value at a dotted ``key`` such as ``"speech.vocoder"``; ConfigError naming the key if there is none."""
+    value = OmegaConf.select(OmegaConf.structured(config), key, default=_NO_VALUE)
+    if value is _NO_VALUE:
+        raise ConfigError(f"no config key {key!r} in {type(config).__name__}; see anymodal/config.py")
+    return value
+
+
+def replace(config: T, key: str, value: Any) -> T:
+    """A copy of ``config`` with the dotted ``key`` set to ``value`` (type-checked)."""
+    node = OmegaConf.structured(config)
+    select(config, key)
+    try:
+        OmegaConf.update(node, key, value, merge=False)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"cannot set {key!r} to {value!r}: {_first_line(e)}") from None
+    return OmegaConf.to_object(node)
+
+
+_NO_VALUE = object()
 
 
 def to_dict(config: Any) -> dict:

@@ -24,7 +24,6 @@ Kinds (``faiss.index_factory`` strings, ``options`` in brackets):
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from typing import Any, Sequence
 import faiss
 import numpy as np
 
+from .atomic import recover, sha256, swap_in
 from .errors import CheckpointError, ConfigError, MediaError
 from .media import Retrieved
 
@@ -127,13 +127,6 @@ def _faiss_message(error: RuntimeError) -> str:
     lines = str(error).strip().splitlines()
     return lines[-1] if lines else type(error).__name__
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_item(item: Any) -> str:
@@ -312,12 +305,12 @@ class VectorIndex:
             faiss.write_index(cpu_index, str(tmp / INDEX_FILE))
             with open(tmp / ITEMS_FILE, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in self.items)
-            manifest = {**self.manifest(), "index_sha256": _sha256(tmp / INDEX_FILE)}
+            manifest = {**self.manifest(), "index_sha256": sha256(tmp / INDEX_FILE)}
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
             for path in tmp.iterdir():
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
-            _swap_in(tmp, folder)
+            swap_in(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return folder
@@ -327,7 +320,7 @@ class VectorIndex:
              device: str = "auto") -> "VectorIndex":
         """Reads an index saved by ``save``. Refuses (``CheckpointError``) an index built with another encoder
         or dim than expected, and a missing, corrupt or incomplete one."""
-        folder = _recover(Path(folder))
+        folder = recover(Path(folder))
         manifest = _read_manifest(folder)
         if expect_encoder is not None and manifest["encoder"] != expect_encoder:
             raise CheckpointError(f"{folder} was built with encoder {manifest['encoder']!r}, but encoder "
@@ -340,7 +333,7 @@ class VectorIndex:
         index_path = folder / INDEX_FILE
         if not index_path.is_file():
             raise CheckpointError(f"{folder}: {INDEX_FILE} is missing; rebuild the index (anymodal index build)")
-        if manifest.get("index_sha256") not in (None, _sha256(index_path)):
+        if manifest.get("index_sha256") not in (None, sha256(index_path)):
             raise CheckpointError(f"{index_path} is corrupt (its checksum differs from the manifest's); "
                                   f"rebuild the index (anymodal index build)")
         try:
@@ -362,27 +355,7 @@ class VectorIndex:
         return ", ".join(f"{k}={v}" for k, v in self.options.items()) or "no options"
 
 
-def _backup_of(folder: Path) -> Path:
-    return folder.with_name(f".{folder.name}.previous")
 
-
-def _swap_in(tmp: Path, folder: Path) -> None:
-    """``tmp`` becomes ``folder``. A directory cannot be replaced in one rename, so the old one is first
-    renamed aside; ``_recover`` puts it back if a crash falls between the two renames."""
-    backup = _backup_of(folder)
-    if folder.exists():
-        shutil.rmtree(backup, ignore_errors=True)
-        os.replace(folder, backup)
-    os.replace(tmp, folder)
-    shutil.rmtree(backup, ignore_errors=True)
-
-
-def _recover(folder: Path) -> Path:
-    backup = _backup_of(folder)
-    if not folder.exists() and backup.is_dir():
-        logger.warning("%s: a save was interrupted; restoring the previous index", folder)
-        os.replace(backup, folder)
-    return folder
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig as PeftLoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from .config import LLMConfig
 from .errors import CheckpointError, ConfigError
+from .quantize import from_pretrained_options, quantize_loaded, resolve
 from .tokens import TokenProtocol
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,14 @@ def load_tokenizer(name_or_path: str, protocol: TokenProtocol):
 
 def load_llm(config: LLMConfig, name_or_path: str, tokenizer, adapter_dir: Path | None = None) -> PreTrainedModel:
     """Load the base LM, grow its vocabulary to the tokenizer's, then wrap it with LoRA: a fresh adapter
-    from ``config.lora``, or the saved one in ``adapter_dir``. Without LoRA the base stays frozen."""
+    from ``config.lora``, or the saved one in ``adapter_dir``. Without LoRA the base stays frozen.
+    ``config.quantization`` quantizes the base's linear layers while loading (QLoRA: nf4 + a fresh adapter);
+    a checkpoint saved quantized (``anymodal quantize``) loads as it was saved."""
+    dtype, quantization = torch_dtype(config.dtype), resolve(config.quantization)
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype(config.dtype))
+        prequantized = quantization.scheme != "none" and hasattr(AutoConfig.from_pretrained(name_or_path), "quantization_config")
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype,
+                                                     **from_pretrained_options(quantization, prequantized, dtype))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot load the language model from {name_or_path!r}: {e}. Download it "
                               f"(e.g. `hf download {name_or_path}`) or set llm.name_or_path to a local folder") from None
@@ -53,16 +59,16 @@ def load_llm(config: LLMConfig, name_or_path: str, tokenizer, adapter_dir: Path 
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.requires_grad_(False)
     if adapter_dir is not None:
-        return PeftModel.from_pretrained(model, str(adapter_dir))
-    if config.lora.enabled:
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    elif config.lora.enabled:
         lora = PeftLoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                               target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
         try:
-            return get_peft_model(model, lora)
+            model = get_peft_model(model, lora)
         except ValueError as e:
             raise ConfigError(f"llm.lora.target_modules {list(config.lora.target_modules)} do not fit "
                               f"{type(model).__name__}: {e}") from None
-    return model
+    return quantize_loaded(model, quantization)
 
 
 def token_rows(model: PreTrainedModel, ids: list[int]) -> dict[str, torch.Tensor]:

@@ -149,7 +149,8 @@ Part = Union[str, Media, Retrieved, Units]
 @dataclass
 class Turn:
     """One message. ``text`` carries a placeholder (``<image>``, ``<audio>``, ...) for every item of
-    ``media``, in order. ``Turn.user("look", img, "and", sound)`` builds the placeholders for you."""
+    ``media``, in order. ``Turn.user("look", img, "and", sound)`` builds the placeholders for you;
+    ``Units`` parts become ``<sosp><u..>..<eosp>`` text (SpeechGPT speech input)."""
 
     text: str
     media: list[Media] = field(default_factory=list)
@@ -169,7 +170,7 @@ class Turn:
 
     @classmethod
     def _from_parts(cls, parts, role: str) -> "Turn":
-        from .tokens import placeholder  # tokens.py owns the strings
+        from .tokens import placeholder, units_text  # tokens.py owns the strings
 
         texts, media = [], []
         for part in parts:
@@ -178,8 +179,10 @@ class Turn:
             elif isinstance(part, Media):
                 texts.append(placeholder(part.modality))
                 media.append(part)
+            elif isinstance(part, Units):
+                texts.append(units_text(part.ids))
             else:
-                raise MediaError(f"a turn part must be text or a Media item, got {type(part).__name__}")
+                raise MediaError(f"a turn part must be text, a Media item or Units, got {type(part).__name__}")
         return cls(text=" ".join(texts), media=media, role=role)
 
 

@@ -324,12 +324,28 @@ class AnyModalModel(nn.Module):
             state.update({f"retrieval_projection.{k}": v for k, v in self.retrieval_projection.state_dict().items()})
         return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the bundle atomically: a failure part-way leaves any previous bundle at ``directory`` intact."""
+    def save_pretrained(self, directory: str | Path, pack: list[str] | tuple[str, ...] = ()) -> Path:
+        """Write the bundle atomically: a failure part-way leaves any previous bundle at ``directory`` intact.
+
+        ``pack`` names config keys of local components to copy into the bundle so that it travels whole, e.g.
+        ``["speech.unitizer", "speech.vocoder", "retrieval.name_or_path"]``; the saved config then names them
+        by their path inside the bundle. Components already inside the bundle always travel with it."""
+        config, packed = self.config, {}
+        for key in pack:
+            source = _resolve(cfg.select(config, key), self.bundle_dir)
+            if not source or not Path(source).exists():
+                raise ConfigError(f"cannot pack {key}: {source!r} is not a local file or folder; pack only components "
+                                  f"that are on disk (hub ids are downloaded by whoever loads the bundle)")
+            target = f"components/{key.replace('.', '_')}{Path(source).suffix if Path(source).is_file() else ''}"
+            packed[target] = Path(source)
+            config = cfg.replace(config, key, target)
+
         def fill(tmp: Path) -> dict:
             for path in self._relative_component_paths():
-                shutil.copytree(self.bundle_dir / path, tmp / path, dirs_exist_ok=True)
-            cfg.save_yaml(self.config, tmp / "anymodal.yaml")
+                _copy(self.bundle_dir / path, tmp / path)
+            for target, source in packed.items():
+                _copy(source, tmp / target)
+            cfg.save_yaml(config, tmp / "anymodal.yaml")
             self.tokenizer.save_pretrained(tmp / "tokenizer")
             if isinstance(self.llm, PeftModel):
                 self.llm.save_pretrained(tmp / "adapter", save_embedding_layers=False)  # new rows: new_tokens.safetensors
@@ -338,7 +354,7 @@ class AnyModalModel(nn.Module):
             rows = token_rows(self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm, ids)
             rows["ids"] = torch.tensor(ids, dtype=torch.long)
             save_file({k: v.cpu().contiguous() for k, v in rows.items()}, tmp / "new_tokens.safetensors")
-            return self._components()
+            return self._components(config)
 
         return bundle.write_atomically(directory, fill)
 
@@ -367,19 +383,19 @@ class AnyModalModel(nn.Module):
             if module is not None:
                 module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
-    def _components(self) -> dict:
-        c = self.config
+    def _components(self, c: cfg.ModelConfig) -> dict:
         return {"llm": c.llm.name_or_path, "tokenizer": "tokenizer",
                 "adapter": "adapter" if isinstance(self.llm, PeftModel) else None,
                 "encoders": {m: {"name": e.name, "name_or_path": e.name_or_path} for m, e in c.encoders.items()},
                 "decoders": {m: {"name": d.name, "name_or_path": d.name_or_path, "condition_shape": d.condition_shape}
                              for m, d in c.decoders.items()},
-                "retrieval": {"name": c.retrieval.name, "name_or_path": c.retrieval.name_or_path} if c.retrieval.enabled else None}
+                "retrieval": {"name": c.retrieval.name, "name_or_path": c.retrieval.name_or_path} if c.retrieval.enabled else None,
+                "quantization": cfg.to_dict(c.llm.quantization) if c.llm.quantization.scheme != "none" else None}
 
     def _relative_component_paths(self) -> list[str]:
         """Component paths the config names inside the current bundle: they travel with the bundle."""
         c = self.config
-        paths = [c.llm.name_or_path, c.llm.tokenizer, c.retrieval.name_or_path]
+        paths = [c.llm.name_or_path, c.llm.tokenizer, c.retrieval.name_or_path, c.speech.unitizer, c.speech.vocoder]
         paths += [e.name_or_path for e in c.encoders.values()] + [d.name_or_path for d in c.decoders.values()]
         return sorted({p for p in paths if p and self.bundle_dir and not Path(p).is_absolute()
                        and (self.bundle_dir / p).exists()})
@@ -391,6 +407,14 @@ def _resolve(path: str | None, bundle_dir: Path | None) -> str | None:
     if path and bundle_dir is not None and not Path(path).is_absolute() and (bundle_dir / path).exists():
         return str(bundle_dir / path)
     return path
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, target)
 
 
 def _modality(name: str, kind: str) -> Modality:

@@ -15,7 +15,7 @@ import torch
 from .config import PromptConfig
 from .errors import TokenProtocolError
 from .media import Media, Modality, Turn
-from .tokens import INPUT_MODALITIES, TokenProtocol, placeholder
+from .tokens import INPUT_MODALITIES, SOSP, TokenProtocol, placeholder
 
 IGNORE = -100
 
@@ -82,6 +82,9 @@ class Processor:
 
     def _expand(self, turn: Turn, media_out: list[Media]) -> list[int]:
         """The turn's ids with each placeholder repeated T times; checks placeholders against media."""
+        if not self.protocol.num_units and SOSP in turn.text:
+            raise TokenProtocolError(f"the {turn.role} turn holds speech units but the model has no unit tokens; "
+                                     f"use a model built with speech_units: K (the unitizer's K)")
         ids = self._ids(turn.text)
         by_modality: dict[Modality, list[Media]] = defaultdict(list)
         for item in turn.media:

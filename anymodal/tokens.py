@@ -42,6 +42,11 @@ def unit_token(unit: int) -> str:
     return f"<u{unit}>"
 
 
+def units_text(units: list[int]) -> str:
+    """Units as the text the tokenizer turns into unit tokens: ``<sosp><u12><u7><eosp>``."""
+    return SOSP + "".join(unit_token(u) for u in units) + EOSP
+
+
 # ----------------------------------------------------------------------------------- parsed output
 @dataclass
 class TextSegment:
@@ -196,53 +201,54 @@ class SignalBlockProcessor(LogitsProcessor):
     - after ``max_media`` blocks / ``[RET]`` in one answer, no new one may open.
 
     Stateless: each step reads the ids so far (the answer's prefill, if any, counts as already generated),
-    so it is correct under batching and beam search.
+    so it is correct under batching and beam search. All work is a few vectorised ops on the scores' device.
     """
 
     def __init__(self, protocol: TokenProtocol, max_media: int, prefill_ids: list[list[int]] | None = None):
-        vocab = max(protocol.ids.values()) + 1
-        self.next_in_block = torch.full((vocab,), -1, dtype=torch.long)  # [V_special] token -> forced next token
-        starts, banned = [], [protocol.placeholder_id(m) for m in INPUT_MODALITIES]
+        self.next_in_block: dict[int, int] = {}  # block token -> the token that must follow it
+        self.starts = [protocol.ret_id] if protocol.ret_id is not None else []
+        self.banned = [protocol.placeholder_id(m) for m in INPUT_MODALITIES]
         for modality in protocol.signal_counts:
             block = protocol.block_ids(modality)
-            starts.append(block[0])
-            banned += block[1:]
-            for a, b in zip(block, block[1:]):
-                self.next_in_block[a] = b
-        if protocol.ret_id is not None:
-            starts.append(protocol.ret_id)
-        self.starts = torch.tensor(starts, dtype=torch.long)
-        self.banned = torch.tensor(banned, dtype=torch.long)
+            self.starts.append(block[0])
+            self.banned += block[1:]
+            self.next_in_block.update(zip(block, block[1:]))
         self.max_media = max_media
         prefill_ids = prefill_ids or []
-        self.prefill_last = [p[-1] if p else -1 for p in prefill_ids]
-        self.prefill_opened = [int(torch.isin(torch.tensor(p, dtype=torch.long), self.starts).sum()) for p in prefill_ids]
+        self.prefill_last = torch.tensor([p[-1] if p else -1 for p in prefill_ids], dtype=torch.long)
+        self.prefill_opened = torch.tensor([sum(t in self.starts for t in p) for p in prefill_ids], dtype=torch.long)
+        self._tables: tuple | None = None
+
+    def _lookup_tables(self, vocab: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """[V+1] tables over the model's vocabulary (index V stands for "no token yet"), built once."""
+        if self._tables is None or self._tables[0].device != device or len(self._tables[0]) != vocab + 1:
+            forced = torch.full((vocab + 1,), -1, dtype=torch.long)
+            forced[list(self.next_in_block)] = torch.tensor(list(self.next_in_block.values()), dtype=torch.long)
+            is_start = torch.zeros(vocab + 1, dtype=torch.bool)
+            is_start[self.starts] = True
+            banned = torch.zeros(vocab, dtype=torch.bool)
+            banned[self.banned] = True
+            self._tables = (forced.to(device), is_start.to(device), banned.to(device))
+        return self._tables
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        batch = scores.shape[0]  # scores [B, V]
-        device = scores.device
+        batch, vocab = scores.shape  # scores [B, V]
+        forced_next, is_start, banned = self._lookup_tables(vocab, scores.device)
         if input_ids.shape[1] > 0:
-            last = input_ids[:, -1].cpu()  # [B]
-            opened = torch.isin(input_ids.cpu(), self.starts).sum(-1)  # [B]
+            last = input_ids[:, -1]  # [B]
+            opened = is_start[input_ids].sum(-1)  # [B]
         else:
-            last = torch.full((batch,), -1, dtype=torch.long)
-            opened = torch.zeros(batch, dtype=torch.long)
-        if self.prefill_last:
-            rows = len(self.prefill_last)  # beams / samples repeat the prefill rows in order
-            reps = batch // rows
+            last = torch.full((batch,), vocab, dtype=torch.long, device=scores.device)
+            opened = torch.zeros(batch, dtype=torch.long, device=scores.device)
+        if len(self.prefill_last):
+            reps = batch // len(self.prefill_last)  # beams / samples repeat the prefill rows in order
             if input_ids.shape[1] == 0:
-                last = torch.tensor(self.prefill_last).repeat_interleave(reps)
-            opened = opened + torch.tensor(self.prefill_opened).repeat_interleave(reps)
+                prefill_last = self.prefill_last.repeat_interleave(reps).to(scores.device)
+                last = torch.where(prefill_last >= 0, prefill_last, last)
+            opened = opened + self.prefill_opened.repeat_interleave(reps).to(scores.device)
 
-        in_range = (last >= 0) & (last < len(self.next_in_block))
-        forced = torch.full_like(last, -1)
-        forced[in_range] = self.next_in_block[last[in_range]]
-
-        scores = scores.clone()
-        scores[:, self.banned.to(device)] = -float("inf")
-        full_rows = (opened >= self.max_media).nonzero().flatten().to(device)  # [R]
-        scores[full_rows[:, None], self.starts.to(device)[None, :]] = -float("inf")
-        for row in (forced >= 0).nonzero().flatten().tolist():
-            scores[row] = -float("inf")
-            scores[row, forced[row]] = 0.0
-        return scores
+        scores = scores.masked_fill(banned, -float("inf"))
+        scores = scores.masked_fill((opened >= self.max_media)[:, None] & is_start[None, :vocab], -float("inf"))
+        forced = forced_next[last]  # [B], -1 where nothing is forced
+        only_forced = torch.full_like(scores, -float("inf")).scatter_(1, forced.clamp(min=0)[:, None], 0.0)
+        return torch.where((forced >= 0)[:, None], only_forced, scores)

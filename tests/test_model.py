@@ -269,3 +269,42 @@ def test_variable_length_encoder_is_refused_with_a_fix(tiny_root, tmp_path):
     config.encoders["audio"] = EncoderConfig(name="hubert", name_or_path=str(save_tiny_hubert(tmp_path / "hubert")))
     with pytest.raises(ConfigError, match="variable number of tokens.*feature: mean"):
         AnyModalModel.from_config(config)
+
+
+def test_speech_units_as_input(tiny_root):
+    from anymodal import Units
+
+    config = tiny_config(tiny_root, decoders=False, retrieval=False)
+    config.speech_units = 6
+    speech_model = AnyModalModel.from_config(config).eval()
+    turn = Turn.user("what is said in", Units([4, 2, 5]))
+    assert turn.text == "what is said in <sosp><u4><u2><u5><eosp>"
+    ids = speech_model.processor.encode([turn]).input_ids
+    units = speech_model.protocol.unit_ids([4, 2, 5])
+    assert any(ids[i:i + len(units)] == units for i in range(len(ids)))
+    assert speech_model.generate(turn, max_new_tokens=3).token_ids
+
+
+def test_speech_units_need_unit_tokens(model):
+    from anymodal import Units
+
+    with pytest.raises(TokenProtocolError, match="no unit tokens.*speech_units"):
+        model.generate(Turn.user("hear this", Units([1, 2])))
+
+
+def test_pack_copies_local_components_into_the_bundle(model, tmp_path):
+    model.save_pretrained(tmp_path / "b", pack=["retrieval.name_or_path", "encoders.image.name_or_path"])
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "b").rename(moved)
+    loaded = AnyModalModel.from_pretrained(moved)
+    assert loaded.config.retrieval.name_or_path == "components/retrieval_name_or_path"
+    assert loaded.config.encoders["image"].name_or_path == "components/encoders_image_name_or_path"
+    assert (moved / "components" / "retrieval_name_or_path" / "manifest.json").is_file()
+    found = loaded.generate(Turn.user("find"), prefill="[RET]", retrieval_k=2).retrieved
+    assert len(found) == 2
+    loaded.save_pretrained(tmp_path / "again")  # packed parts travel on re-save
+    assert (tmp_path / "again" / "components" / "encoders_image_name_or_path" / "config.json").is_file()
+    with pytest.raises(ConfigError, match="no config key 'speech.vocodr'"):
+        model.save_pretrained(tmp_path / "c", pack=["speech.vocodr"])
+    with pytest.raises(ConfigError, match="cannot pack speech.vocoder"):
+        model.save_pretrained(tmp_path / "c", pack=["speech.vocoder"])

@@ -294,3 +294,26 @@ def test_a_stage_starts_from_the_previous_stage_bundle(toy, tmp_path):
     bundle = second.fit()
     trained = load_file(bundle / "adapter" / "adapter_model.safetensors")
     assert any(v.abs().sum() > 0 for k, v in trained.items() if "lora_B" in k)  # LoRA trained in stage 3
+
+
+def test_speech_units_parts_are_data_and_train(toy, tmp_path):
+    data = tmp_path / "units.jsonl"
+    conversations = [
+        [{"role": "user", "content": "say a red circle"}, {"role": "assistant", "content": [{"type": "units", "ids": [3, 1, 4, 1]}]}],
+        [{"role": "user", "content": [{"type": "units", "ids": [5, 2]}]}, {"role": "assistant", "content": "a red circle"}],
+    ]
+    data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations))
+    trainer = Trainer(recipe(toy, tmp_path, "instruction_tuning", "train.steps=2", "train.batch_size=2",
+                             "model.speech_units=8", f"data.train=[{data}]", "data.eval=[]"))
+    model = trainer.model
+    batch = Collator(model.processor, model.protocol)(read_data([str(data)]))
+    units = model.protocol.unit_ids([3, 1, 4, 1])  # <sosp> <u3> <u1> <u4> <u1> <eosp>
+    row = batch.batch.input_ids[0].tolist()
+    start = next(i for i in range(len(row)) if row[i:i + len(units)] == units)
+    assert batch.batch.labels[0, start:start + len(units)].tolist() == units  # assistant units are learned
+    assert model.protocol.unit_ids([5, 2])[1:-1][0] in batch.batch.input_ids[1].tolist()
+    trainer.fit()
+    with pytest.raises(ConfigError, match="unit id 9 but the model has speech_units=8"):
+        data.write_text(json.dumps({"messages": [{"role": "user", "content": "x"},
+                                                 {"role": "assistant", "content": [{"type": "units", "ids": [9]}]}]}) + "\n")
+        Trainer(recipe(toy, tmp_path, "instruction_tuning", "model.speech_units=8", f"data.train=[{data}]", "data.eval=[]"))

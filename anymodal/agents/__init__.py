@@ -1,5 +1,5 @@
 """anymodal on langchain-core: message conversion, a chat model, one tool per capability, ready pipelines
-and a tool-calling agent loop. See docs/agents.md."""
+and a tool-calling agent loop. See the Agents guide in README.md."""
 
 from .chat_model import ChatAnyModal
 from .convert import (message_to_response, message_to_turn, messages_to_conversation, response_to_message,

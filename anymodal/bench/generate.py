@@ -22,17 +22,20 @@ def register(subparsers) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case; the median is reported")
     parser.add_argument("--hidden-size", type=int, default=256, help="hidden size of the on-the-fly LLM")
     parser.add_argument("--layers", type=int, default=4, help="layers of the on-the-fly LLM")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice; 1 is steadiest on a busy CPU)")
     parser.set_defaults(func=run)
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def _interleaved_medians(plain, ours, repeats: int) -> tuple[float, float]:
+    """Median seconds of each, alternating the two so both see the same machine load."""
+    plain(), ours()  # warm-up
+    times: dict[str, list[float]] = {"plain": [], "ours": []}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in (("plain", plain), ("ours", ours)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return statistics.median(times["plain"]), statistics.median(times["ours"])
 
 
 def run(args) -> int:
@@ -40,6 +43,8 @@ def run(args) -> int:
     from ..tiny import save_tiny_clip, save_tiny_llm, tiny_config
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         if args.bundle:
             model = AnyModalModel.from_pretrained(args.bundle)
@@ -73,7 +78,7 @@ def run(args) -> int:
                 response = model.generate(turn, max_new_tokens=n, min_new_tokens=n, do_sample=False)
                 assert len(response.token_ids) == n
 
-            base, mine = _median_seconds(plain, args.repeats), _median_seconds(ours, args.repeats)
+            base, mine = _interleaved_medians(plain, ours, args.repeats)
             worst = max(worst, mine / base)
             print(f"{name:12s} {n / base:19.1f} {n / mine:15.1f} {mine / base:8.3f}x")
     print(f"overhead_vs_transformers={worst:.3f}x")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io as bytes_io
 import tempfile
 import time
 from pathlib import Path

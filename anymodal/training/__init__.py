@@ -1,4 +1,4 @@
-"""Training recipes on accelerate: stages (what trains + the loss), data, the loop. See docs/training.md."""
+"""Training recipes on accelerate: stages (what trains + the loss), data, the loop. See recipes/README.md and the Training guide in README.md."""
 
 from .data import Collator, Sample, TrainBatch, read_data
 from .recipe import Recipe, load_recipe

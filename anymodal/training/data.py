@@ -17,6 +17,8 @@ JSONL conversation format, one conversation per line (content is a string or a l
 - the same types in assistant turns are outputs: the model writes a signal block (``[IMG0]..[IMG{k-1}]``)
   and ``caption`` is what the decoder should make (the decoder-alignment MSE target; optional).
 - ``retrieval`` parts (assistant only) write ``[RET]``; ``path`` is the item the query should find.
+- ``units`` parts (any role) are discrete speech units, ``{"type": "units", "ids": [12, 7, 7, 3]}``, written as
+  ``<sosp><u12><u7><u7><u3><eosp>`` (SpeechGPT); the model needs ``speech_units`` > every id.
 Relative paths start at ``media_root`` when given, else at the data file's folder.
 """
 
@@ -33,7 +35,7 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from ..media import Media, Modality, Turn
 from ..processor import Batch, Processor
-from ..tokens import RET, TokenProtocol, placeholder
+from ..tokens import RET, TokenProtocol, placeholder, units_text
 
 MEDIA_TYPES = {m.value: m for m in Modality if m != Modality.TEXT}
 ROLES = ("system", "user", "assistant")
@@ -42,10 +44,11 @@ LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant":
 
 @dataclass(frozen=True)
 class Part:
-    kind: str  # text | input (media file in) | signal (media out) | retrieval ([RET] out)
+    kind: str  # text | input (media file in) | signal (media out) | retrieval ([RET] out) | units (speech units)
     text: str = ""  # the text, or the caption of a signal
     modality: Modality | None = None
     path: str | None = None  # absolute path of an input file or a retrieval target
+    units: tuple[int, ...] = ()
 
 
 @dataclass
@@ -104,6 +107,11 @@ def _parts(content, role: str, media_root: Path, where: str) -> list[Part]:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
             parts.append(Part("text", str(part.get("text", ""))))
+        elif kind == "units":
+            ids = part.get("ids")
+            if not isinstance(ids, list) or not ids or not all(isinstance(u, int) and u >= 0 for u in ids):
+                raise ConfigError(f'{where}: a units part needs "ids", a non-empty list of unit numbers, got {ids!r}')
+            parts.append(Part("units", units=tuple(ids)))
         elif kind == "retrieval" and role == "assistant":
             parts.append(Part("retrieval", path=_media_path(part, media_root, where)))
         elif kind in MEDIA_TYPES and role == "assistant":
@@ -111,7 +119,7 @@ def _parts(content, role: str, media_root: Path, where: str) -> list[Part]:
         elif kind in MEDIA_TYPES:
             parts.append(Part("input", modality=MEDIA_TYPES[kind], path=_media_path(part, media_root, where)))
         else:
-            allowed = ["text", *MEDIA_TYPES] + (["retrieval"] if role == "assistant" else [])
+            allowed = ["text", "units", *MEDIA_TYPES] + (["retrieval"] if role == "assistant" else [])
             raise ConfigError(f"{where}: a {role} part needs type in {allowed}, got {part!r}")
     return parts
 
@@ -196,6 +204,9 @@ def _check_part(part: Part, where: str, config: ModelConfig, protocol_strings: l
     elif part.kind == "signal" and part.modality.value not in config.decoders:
         raise ConfigError(f"{where}: {part.modality.value} output but the model has no {part.modality.value} decoder "
                           f"(configured: {sorted(config.decoders)})")
+    elif part.kind == "units" and max(part.units) >= config.speech_units:
+        raise ConfigError(f"{where}: unit id {max(part.units)} but the model has speech_units={config.speech_units}; "
+                          f"set model.speech_units to the unitizer's K (ids 0..K-1)")
     elif part.kind == "retrieval" and not config.retrieval.enabled:
         raise ConfigError(f"{where}: a retrieval part but the model has retrieval off (set model.retrieval.enabled)")
     if part.path is not None:
@@ -253,6 +264,8 @@ class Collator:
             elif part.kind == "input":
                 texts.append(placeholder(part.modality))
                 media.append(io.load(part.path))
+            elif part.kind == "units":
+                texts.append(units_text(list(part.units)))
             elif part.kind == "signal":
                 texts.append(self.protocol.signal_text(part.modality))
                 captions[part.modality].append(part.text)

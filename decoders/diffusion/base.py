@@ -65,7 +65,7 @@ class DiffusionDecoder:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, torch_dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, num_tokens: int | None = None,
-                        progress: bool = True, **load_options: Any) -> "DiffusionDecoder":
+                        progress: bool = True, cpu_offload: bool = False, **load_options: Any) -> "DiffusionDecoder":
         """A hub id (e.g. ``stable-diffusion-v1-5/stable-diffusion-v1-5``) or a local folder in the diffusers
         layout (``model_index.json`` + one folder per component). The safety checker is never loaded;
         tokenizer and text encoder may be absent (then ``encode_text`` is unavailable and the negative
@@ -88,6 +88,11 @@ class DiffusionDecoder:
                                   f"{cls._download_hint()}") from None
         if device is not None:
             pipeline.to(device)
+        if cpu_offload:  # components wait on the CPU; each moves to the GPU while it runs (LLM + SD on one card)
+            if not torch.cuda.is_available():
+                raise ConfigError("cpu_offload needs a CUDA GPU (diffusers' enable_model_cpu_offload moves each component "
+                                  "to it while it runs); on a CPU-only machine leave cpu_offload out")
+            pipeline.enable_model_cpu_offload()
         return cls(pipeline, num_tokens=num_tokens, progress=progress)
 
     @classmethod

@@ -2,7 +2,7 @@
 
 Vision, text, audio and video follow the reference ImageBind ``data.py`` step for step (same constants,
 same order, same rounding), so features match the official loaders. Depth, thermal and IMU have no
-reference loader: those transforms are anymodal's own (see docs/imagebind.md).
+reference loader: those transforms are anymodal's own (see the ImageBind guide in README.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,36 @@
+"""`anymodal speech-build SPEECH... --units K --out DIR`: a log-mel unitizer and a Griffin-Lim vocoder from speech
+files, in seconds (no training): DIR/unitizer and DIR/vocoder, ready for a model's ``speech`` config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("speech-build", help="build a log-mel unitizer + Griffin-Lim vocoder from speech")
+    parser.add_argument("inputs", nargs="+", help="speech files or folders of them (.wav / .flac / .ogg / .mp3)")
+    parser.add_argument("--units", type=int, default=32, help="K units, the silence unit included (default 32)")
+    parser.add_argument("--out", required=True, help="output folder (writes unitizer/ and vocoder/)")
+    parser.add_argument("--silence-db", type=float, default=35.0, help="frames this far below the loudest are "
+                                                                     "silence; 0 = no silence unit (default 35)")
+    parser.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from decoders.griffinlim import GriffinLimVocoder
+
+    from ..speech_features import LogMelFeatures, LogMelUnitizer, read_speech_files
+
+    clips = read_speech_files(args.inputs)
+    unitizer = LogMelUnitizer.fit(clips, args.units, LogMelFeatures(silence_db=args.silence_db), seed=args.seed)
+    frame_units = [unitizer.frame_units(c) for c in tqdm(clips, desc="units", unit="clip")]
+    vocoder = GriffinLimVocoder.fit(clips, frame_units, unitizer.num_units, hop_length=unitizer.hop_length)
+    out = Path(args.out)
+    unitizer.save(out / "unitizer")
+    vocoder.save_pretrained(out / "vocoder")
+    print(f"wrote {out / 'unitizer'} ({unitizer.num_units} units) and {out / 'vocoder'} (griffin-lim) from "
+          f"{len(clips)} files, {sum(c.seconds for c in clips):.1f} s of speech")
+    return 0

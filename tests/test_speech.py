@@ -1,0 +1,205 @@
+"""Speech: checked input, log-mel units, Griffin-Lim vocoder, chain-of-modality templates, the speech pipeline."""
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from torchaudio.functional import edit_distance
+
+from anymodal.errors import CheckpointError, ConfigError, MediaError, TokenProtocolError
+from anymodal.media import Audio, Units
+from anymodal.speech import TASKS, ChainExample, ChainOfModality, ids_to_parts, load_unitizer, units_text
+from anymodal.speech_features import LogMelFeatures, LogMelUnitizer, prepare_speech, read_speech
+from anymodal.speech_units import dedup
+from decoders.griffinlim import GriffinLimVocoder
+from anymodal.speech_synth import RATE, corpus, utterance
+from speech_fixtures import build_model
+from decoder_fixtures import one_thread  # noqa: F401  (autouse: one thread for tiny models)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [Audio(w, sample_rate=RATE) for w in corpus(48)]
+
+
+@pytest.fixture(scope="module")
+def unitizer(clips):
+    return LogMelUnitizer.fit(clips[:32], num_units=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def vocoder(clips, unitizer):
+    return GriffinLimVocoder.fit(clips[:32], [unitizer.frame_units(c) for c in clips[:32]], unitizer.num_units)
+
+
+# ------------------------------------------------------------------------------------ input checks
+def write(path, data, rate, subtype="PCM_16"):
+    soundfile.write(str(path), data, rate, subtype=subtype)
+    return path
+
+
+def test_8bit_44khz_stereo_is_converted(tmp_path):
+    wave = utterance([0, 1])[0].numpy()  # [N] at 16 kHz
+    stereo = np.stack([np.interp(np.arange(0, len(wave), 16000 / 44100), np.arange(len(wave)), wave)] * 2, 1)
+    audio = read_speech(write(tmp_path / "s.wav", stereo, 44100, "PCM_U8"))
+    assert audio.sample_rate == 16000 and audio.waveform.shape[0] == 1
+    assert abs(audio.waveform.shape[1] - len(wave)) < 50
+
+
+def test_bad_wavs_are_media_errors(tmp_path):
+    with pytest.raises(MediaError, match="no samples"):
+        read_speech(write(tmp_path / "empty.wav", np.zeros((0,)), 16000))
+    (tmp_path / "text.wav").write_text("not audio at all")
+    with pytest.raises(MediaError, match="not a readable audio file"):
+        read_speech(tmp_path / "text.wav")
+    with pytest.raises(MediaError, match="longer than the 2 s limit"):
+        read_speech(write(tmp_path / "long.wav", np.zeros(3 * 16000), 16000), max_seconds=2)
+    long = write(tmp_path / "31s.wav", np.zeros(31 * 8000), 8000)
+    with pytest.raises(MediaError, match="30 s limit"):
+        read_speech(long)  # the default limit
+    with pytest.raises(MediaError, match="no such file"):
+        read_speech(tmp_path / "missing.wav")
+    with pytest.raises(MediaError, match="shorter than one 32 ms"):
+        read_speech(write(tmp_path / "click.wav", np.ones(200) * 0.5, 44100))
+    with pytest.raises(MediaError, match="NaN"):
+        prepare_speech(Audio(torch.full((1, 100), float("nan")), sample_rate=16000))
+
+
+def test_silent_clip_is_a_media_error(unitizer):
+    with pytest.raises(MediaError, match="all zeros"):
+        unitizer.units(Audio(torch.zeros(1, 16000), sample_rate=16000))
+
+
+# ------------------------------------------------------------------------------------ units
+def test_log_mel_units_are_deterministic_and_saved(clips, unitizer, tmp_path):
+    again = LogMelUnitizer.fit(clips[:32], num_units=16, seed=0)
+    np.testing.assert_array_equal(again.quantizer.centroids, unitizer.quantizer.centroids)
+    units = unitizer.units(clips[40])
+    assert units == again.units(clips[40])
+    assert all(0 <= u < 16 for u in units) and units == dedup(units)
+    assert unitizer.silence_unit == 15 and units[0] != 15 and units[-1] != 15  # edges trimmed
+    assert 15 in units  # the gaps between words
+    loaded = load_unitizer(unitizer.save(tmp_path / "unitizer"))
+    assert isinstance(loaded, LogMelUnitizer) and loaded.units(clips[40]) == units
+    with pytest.raises(CheckpointError, match="not a speech unitizer folder"):
+        load_unitizer(tmp_path)
+
+
+def test_units_survive_loudness_and_rate(clips, unitizer):
+    quiet = Audio(clips[40].waveform * 0.1, sample_rate=RATE)
+    assert unitizer.units(quiet) == unitizer.units(clips[40])  # peak-normalised
+
+
+def test_smoothing_and_silence_options(clips):
+    raw = LogMelUnitizer.fit(clips[:32], num_units=8, features=LogMelFeatures(silence_db=0, smoothing=1))
+    assert raw.silence_unit is None and raw.num_units == 8
+    frames = raw.frame_units(clips[40])
+    smooth = LogMelUnitizer(raw.quantizer, LogMelFeatures(silence_db=0, smoothing=3)).frame_units(clips[40])
+    blips = lambda u: int(((u[1:-1] != u[:-2]) & (u[:-2] == u[2:])).sum())  # noqa: E731
+    assert blips(smooth) == 0 and blips(frames) >= blips(smooth) and len(smooth) == len(frames)
+    with pytest.raises(ConfigError, match="smoothing"):
+        LogMelFeatures(smoothing=5)
+
+
+def test_dedup_collapses_repeats():
+    assert dedup([5, 5, 3, 3, 3, 5, 1, 1]) == [5, 3, 5, 1]
+    assert dedup(torch.tensor([2, 2, 2])) == [2]
+
+
+# ------------------------------------------------------------------------------------ Griffin-Lim vocoder
+def test_griffin_lim_round_trip_and_length(clips, unitizer, vocoder, tmp_path):
+    errors = total = 0
+    for clip in clips[32:40]:
+        units = unitizer.units(clip)
+        audio = vocoder.decode_units([units])[0]
+        assert audio.sample_rate == 16000 and audio.waveform.shape[0] == 1
+        frames = int(vocoder.durations[units].round().clamp(min=1).sum())
+        assert audio.waveform.shape[1] == frames * 320
+        errors += edit_distance(units, unitizer.units(audio))
+        total += len(units)
+    assert errors / total < 0.15  # measured: ~2% unit error rate on this synthetic speech
+    loaded = GriffinLimVocoder.from_pretrained(vocoder.save_pretrained(tmp_path / "voc"))
+    assert torch.equal(loaded.spectra, vocoder.spectra) and loaded.num_units == 16
+    assert torch.allclose(loaded.decode_units([Units([1, 2, 3])])[0].waveform,
+                          vocoder.decode_units([[1, 2, 3]])[0].waveform)
+
+
+def test_griffin_lim_bad_input(vocoder, tmp_path):
+    with pytest.raises(TokenProtocolError, match="outside"):
+        vocoder.decode_units([[1, 99]])
+    with pytest.raises(TokenProtocolError, match="empty"):
+        vocoder.decode_units([[]])
+    one = vocoder.decode_units([[3]])[0]  # a one-unit answer still speaks
+    assert one.waveform.shape[1] == vocoder.durations[3].round().clamp(min=1).long().item() * 320
+    with pytest.raises(CheckpointError, match="not a Griffin-Lim vocoder folder"):
+        GriffinLimVocoder.from_pretrained(tmp_path)
+
+
+# ------------------------------------------------------------------------------------ templates
+@pytest.fixture(scope="module")
+def speech_model(tmp_path_factory):
+    return build_model(tmp_path_factory.mktemp("speech"))
+
+
+def as_parts(model, turn):
+    return ids_to_parts(model.tokenizer, model.protocol, model.tokenizer.encode(turn.text, add_special_tokens=False))
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_template_round_trip(speech_model, task):
+    template = ChainOfModality()
+    speech_in, speech_out = task.startswith("speech"), task.endswith("speech")
+    example = ChainExample(task, instruction="what colour is the sky", answer="blue; like the sea",
+                           instruction_units=[3, 1, 4] if speech_in else [],
+                           answer_units=[5, 9, 2, 6] if speech_out else [])
+    question, answer = template.conversation(example)
+    assert question.text.endswith("<eoh>.") and answer.text.endswith("<eoa>")
+    assert answer.text.startswith(template.prefill(task))
+    parsed = template.parse(as_parts(speech_model, question), as_parts(speech_model, answer))
+    assert parsed == example
+
+
+def test_templates_are_configurable(speech_model):
+    template = ChainOfModality(assistant="[Bot]", markers={"transcript": "<T>", "text_answer": "<A>",
+                                                           "unit_answer": "<S>"})
+    assert template.prompt_config().assistant == "[Bot]: "
+    example = ChainExample("speech->speech", "hi", "hello", [1, 2], [3])
+    question, answer = template.conversation(example)
+    assert answer.text == f"<T> hi; <A> hello; <S> {units_text([3])}<eoa>"
+    assert template.parse(as_parts(speech_model, question), as_parts(speech_model, answer)) == example
+    with pytest.raises(ConfigError, match="unknown chain-of-modality task"):
+        template.question("speech->image", "x")
+    with pytest.raises(TokenProtocolError, match="does not follow"):
+        template.parse_question(["hello there"])
+
+
+def test_units_tokens_units_identity(speech_model):
+    units = [0, 15, 7, 7, 3]
+    ids = speech_model.protocol.unit_ids(units)
+    assert speech_model.tokenizer.encode(units_text(units), add_special_tokens=False) == ids
+    assert ids_to_parts(speech_model.tokenizer, speech_model.protocol, ids) == [Units(units)]
+
+
+def test_cross_modal_pairs():
+    user, assistant = ChainOfModality().cross_modal("red", [1, 2], "asr")
+    assert "This is input: <sosp><u1><u2><eosp>" in user.text and assistant.text == "red<eoa>"
+    user, assistant = ChainOfModality().cross_modal("red", [1, 2], "tts")
+    assert assistant.text == "<sosp><u1><u2><eosp><eoa>"
+    with pytest.raises(ConfigError, match="direction"):
+        ChainOfModality().cross_modal("red", [1], "mt")
+
+
+def test_hubert_unitizer_saves_and_loads(clips, tmp_path):
+    from tiny_encoders import save_tiny_hubert
+
+    from anymodal.speech import HubertUnitizer
+    from encoders.hubert import HubertEncoder
+
+    encoder = HubertEncoder.from_pretrained(str(save_tiny_hubert(tmp_path / "hubert-src")), layer=1)
+    quantizer = encoder.fit_units(clips[:4], k=8)
+    unitizer = HubertUnitizer(encoder, quantizer)
+    units = unitizer.units(clips[40])
+    assert units and units == dedup(unitizer.frame_units(clips[40]))
+    loaded = load_unitizer(unitizer.save(tmp_path / "unitizer"))  # no hub id: the weights go inside
+    assert isinstance(loaded, HubertUnitizer) and (tmp_path / "unitizer" / "hubert").is_dir()
+    assert loaded.num_units == 8 and loaded.units(clips[40]) == units
