@@ -137,7 +137,7 @@ def _speech_rows(model, items, encoders, ask) -> list[Row]:
         rows.append(Row("spoken question", metrics.answer_accuracy(answers, [a for _, a in asked])))
     else:
         rows += [Row("speech -> text", None, "n/a (no audio encoder)"), Row("spoken question", None, "n/a (no audio encoder)")]
-    reason = "n/a (no speech units)" if not model.config.speech_units else "n/a (speech pipeline not in this build)"
+    reason = "n/a (no speech units)" if not model.config.speech_units else "n/a (speech pipeline eval not built yet)"
     rows += [Row("unit round trip", None, reason), Row("chain of modality", None, reason)]
     return rows
 
