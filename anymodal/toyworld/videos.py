@@ -1,0 +1,37 @@
+"""Videos of the world: the object moves across a 16x16 canvas for 8 frames, half a pixel per frame, in its
+direction. Small enough that a 2D UNet over the frames stacked as channels (24x16x16) can learn them on a
+CPU (TOYWORLD-NOTES.md: a UNet3D is 23x slower).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from ..media import Video
+from .images import IMAGE_SIZE, RADIUS, paint, shape_mask
+from .world import Thing
+
+VIDEO_SIZE, FRAMES, FPS = 16, 8, 8.0
+STEP = 0.5  # pixels per frame
+SCALE = 0.8  # objects a little smaller than in images, so that the whole path fits
+MOTION = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0)}  # (dy, dx)
+
+
+def render_video(thing: Thing, rng: random.Random, size: int = VIDEO_SIZE, frames: int = FRAMES) -> Video:
+    """[T, 3, size, size]: the object starts where its whole path stays inside the canvas."""
+    low, high = RADIUS[thing.size]
+    r = rng.uniform(low, high) * size / IMAGE_SIZE * SCALE
+    dy, dx = MOTION[thing.direction]
+    travel = STEP * (frames - 1)
+
+    def start(d: float) -> float:  # the start coordinate along one axis, so that start + d * travel stays inside
+        lo, hi = r + 0.5 + max(0.0, -d * travel), size - r - 0.5 - max(0.0, d * travel)
+        return rng.uniform(lo, max(lo, hi))
+
+    cy, cx = start(dy), start(dx)
+    shade_seed = rng.randrange(2 ** 31)  # one shade and one background for the whole clip
+    clip = [paint(shape_mask(thing.shape, cy + dy * STEP * t, cx + dx * STEP * t, r, size), thing.colour,
+                  random.Random(shade_seed)) for t in range(frames)]
+    return Video(torch.stack(clip), fps=FPS)  # [T, 3, H, W]
