@@ -11,16 +11,10 @@ from anymodal.config import DecoderConfig, EncoderConfig, ModelConfig, Retrieval
 from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.toyworld import metrics
 from anymodal.toyworld.judges import AttributeJudge, load_judge, save_judge, train_judge
-from anymodal.toyworld.render import KINDS, WorldItem, one_thread, world_items
+from anymodal.toyworld.render import KINDS, WorldItem, world_items
 from anymodal.toyworld.spoken import LEXICON, SPEAKERS, speak
 from anymodal.toyworld.world import ALL_THINGS, Thing, split_seed
 from anymodal.training.data import check_samples, read_data
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="module")
