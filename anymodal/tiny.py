@@ -108,9 +108,10 @@ def tiny_config(root: str | Path, decoders: bool = True, retrieval: bool = True)
     return config
 
 
-def save_tiny_parts(root: str | Path, decoders: bool = True, retrieval: bool = True) -> Path:
+def save_tiny_parts(root: str | Path, decoders: bool = True, retrieval: bool = True, hidden_size: int = 64,
+                    layers: int = 2) -> Path:
     root = Path(root)
-    save_tiny_llm(root / "llm")
+    save_tiny_llm(root / "llm", hidden_size=hidden_size, layers=layers)
     save_tiny_clip(root / "clip")
     if decoders:
         save_tiny_stable_diffusion(root / "sd")
@@ -119,10 +120,12 @@ def save_tiny_parts(root: str | Path, decoders: bool = True, retrieval: bool = T
     return root
 
 
-def build_tiny_model(root: str | Path, decoders: bool = True, retrieval: bool = True, seed: int = 0):
-    """Save the tiny parts under ``root`` and build an AnyModalModel over them (random projections)."""
+def build_tiny_model(root: str | Path, decoders: bool = True, retrieval: bool = True, seed: int = 0,
+                     hidden_size: int = 64, layers: int = 2):
+    """Save the tiny parts under ``root`` and build an AnyModalModel over them (random projections);
+    ``hidden_size`` / ``layers`` size the LLM (benchmarks use a bigger one)."""
     from .model import AnyModalModel
 
-    save_tiny_parts(root, decoders, retrieval)
+    save_tiny_parts(root, decoders, retrieval, hidden_size, layers)
     torch.manual_seed(seed)
     return AnyModalModel.from_config(tiny_config(root, decoders, retrieval)).eval()

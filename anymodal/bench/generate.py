@@ -6,7 +6,6 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -40,7 +39,7 @@ def _interleaved_medians(plain, ours, repeats: int) -> tuple[float, float]:
 
 def run(args) -> int:
     from ..model import AnyModalModel
-    from ..tiny import save_tiny_clip, save_tiny_llm, tiny_config
+    from ..tiny import build_tiny_model
 
     torch.manual_seed(0)
     if args.threads:
@@ -49,10 +48,8 @@ def run(args) -> int:
         if args.bundle:
             model = AnyModalModel.from_pretrained(args.bundle)
         else:
-            root = Path(tmp)
-            save_tiny_llm(root / "llm", hidden_size=args.hidden_size, layers=args.layers)
-            save_tiny_clip(root / "clip")
-            model = AnyModalModel.from_config(tiny_config(root, decoders=False, retrieval=False))
+            model = build_tiny_model(tmp, decoders=False, retrieval=False, hidden_size=args.hidden_size,
+                                     layers=args.layers)
         model.eval()
         n = args.tokens
         image_modality = next((m for m in model.encoders if m == "image"), None)

@@ -67,13 +67,10 @@ def _measure_all(variants: list[tuple[str, Path]], args: argparse.Namespace) -> 
 
 def tiny_bundle(root: Path, hidden: int, layers: int) -> Path:
     """A tiny CLIP + Llama bundle (text-only use here) saved the way users' bundles are."""
-    from ..model import AnyModalModel
-    from ..tiny import save_tiny_clip, save_tiny_llm, tiny_config
+    from ..tiny import build_tiny_model
 
-    save_tiny_llm(root / "llm", hidden_size=hidden, layers=layers)
-    save_tiny_clip(root / "clip")
-    torch.manual_seed(0)
-    return AnyModalModel.from_config(tiny_config(root, decoders=False, retrieval=False)).save_pretrained(root / "bundle")
+    model = build_tiny_model(root, decoders=False, retrieval=False, hidden_size=hidden, layers=layers)
+    return model.save_pretrained(root / "bundle")
 
 
 def measure(name: str, bundle_dir: str, tokens: int, repeats: int) -> dict:
