@@ -324,8 +324,12 @@ class AnyModalModel(nn.Module):
             state.update({f"retrieval_projection.{k}": v for k, v in self.retrieval_projection.state_dict().items()})
         return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
-    def save_pretrained(self, directory: str | Path, pack: list[str] | tuple[str, ...] = ()) -> Path:
+    def save_pretrained(self, directory: str | Path, pack: list[str] | tuple[str, ...] = (),
+                        llm_weights: bool = False) -> Path:
         """Write the bundle atomically: a failure part-way leaves any previous bundle at ``directory`` intact.
+
+        ``llm_weights`` also writes the LLM itself (``llm/`` inside the bundle, which the saved config then names):
+        for stages that trained its weights, not only LoRA and new rows.
 
         ``pack`` names config keys of local components to copy into the bundle so that it travels whole, e.g.
         ``["speech.unitizer", "speech.vocoder", "retrieval.name_or_path"]``; the saved config then names them
@@ -339,6 +343,10 @@ class AnyModalModel(nn.Module):
             target = f"components/{key.replace('.', '_')}{Path(source).suffix if Path(source).is_file() else ''}"
             packed[target] = Path(source)
             config = cfg.replace(config, key, target)
+        if llm_weights:
+            if isinstance(self.llm, PeftModel):
+                raise ConfigError("llm_weights saves a plain LLM; this one has a LoRA adapter (save the adapter instead)")
+            config = cfg.replace(config, "llm.name_or_path", "llm")
 
         def fill(tmp: Path) -> dict:
             for path in self._relative_component_paths():
@@ -347,6 +355,8 @@ class AnyModalModel(nn.Module):
                 _copy(source, tmp / target)
             cfg.save_yaml(config, tmp / "anymodal.yaml")
             self.tokenizer.save_pretrained(tmp / "tokenizer")
+            if llm_weights:
+                self.llm.save_pretrained(tmp / "llm")
             if isinstance(self.llm, PeftModel):
                 self.llm.save_pretrained(tmp / "adapter", save_embedding_layers=False)  # new rows: new_tokens.safetensors
             save_file(self.trainable_state(), tmp / "projections.safetensors")

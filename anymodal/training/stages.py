@@ -7,6 +7,7 @@ adaptation, cross-modal SFT, chain-of-modality SFT) subclass it or reuse ``Model
     decoder_alignment     output projections, retrieval projection, new-token rows  lm + signal_mse + retrieval
     retrieval_alignment   input projections, retrieval projection, new-token rows   lm + retrieval   (FROMAGe)
     instruction_tuning    LoRA, all projections, new-token rows                     lm + signal_mse + retrieval
+    language_modeling     llm: every weight of the base LLM (no LoRA)               lm   (pretraining, e.g. the toy world's LLM)
 
 Parts a model does not have (no decoders -> no output projections) are skipped; a loss term whose
 targets a batch lacks (no ``[RET]``) is left out of that batch.
@@ -30,7 +31,7 @@ from .losses import LogitScale, info_nce, signal_mse
 from .recipe import StageConfig
 from .token_rows import TrainableTokenRows
 
-PARTS = ("input_projections", "output_projections", "retrieval_projection", "new_tokens", "lora")
+PARTS = ("input_projections", "output_projections", "retrieval_projection", "new_tokens", "lora", "llm")
 LOSSES = ("lm", "signal_mse", "retrieval")
 
 
@@ -48,6 +49,7 @@ PRESETS = {
                                   {"lm": 1.0, "retrieval": 1.0}),
     "instruction_tuning": Preset(("lora", "input_projections", "output_projections", "retrieval_projection",
                                   "new_tokens"), {"lm": 1.0, "signal_mse": 1.0, "retrieval": 1.0}),
+    "language_modeling": Preset(("llm",), {"lm": 1.0}),
 }
 
 
@@ -58,6 +60,7 @@ class Stage(nn.Module):
     is written."""
 
     name = "stage"
+    trains: tuple[str, ...] = ()  # the PARTS it trains; "llm" makes the Trainer save the LLM's weights in the bundle
 
     def setup(self, model: AnyModalModel, device: torch.device) -> None:
         raise NotImplementedError
@@ -108,6 +111,11 @@ class ModelStage(Stage):
                 for name, param in model.llm.named_parameters():
                     if "lora_" in name:
                         param.requires_grad_(True)
+            elif part == "llm":
+                if isinstance(model.llm, PeftModel):
+                    raise ConfigError("stage.trains has llm (every LLM weight) but the model has a LoRA adapter; "
+                                      "set model.llm.lora.enabled: false to train the whole LLM")
+                model.llm.requires_grad_(True)
             elif part == "new_tokens":
                 base = model.llm.get_base_model() if isinstance(model.llm, PeftModel) else model.llm
                 holders = {placeholder(m) for m in INPUT_MODALITIES}  # replaced by media features: never trained

@@ -279,7 +279,7 @@ class Trainer:
         self.stage.finish(self.model)
         target = self.output_dir / BUNDLE
         if acc.is_main_process:
-            self.model.save_pretrained(target)
+            self.model.save_pretrained(target, llm_weights="llm" in self.stage.trains)
             tqdm.write(f"bundle written to {target}")
         acc.wait_for_everyone()
         acc.end_training()
