@@ -10,7 +10,7 @@ import sys
 from .errors import AnyModalError
 
 COMMAND_MODULES = ["demo", "plugins", "encode", "index", "decode", "train", "quantize", "speak", "speech_build",
-                   "speech_train", "vocoder_train", "serve", "app",
+                   "vocoder_train", "serve", "app",
                    "toyworld", "eval"]
 BENCH_MODULES = ["generate", "index", "decode", "encoders", "train", "quantize", "speech", "serve"]
 

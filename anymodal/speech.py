@@ -2,8 +2,12 @@
 
 A speech turn in SpeechGPT is plain text plus unit tokens (no projection, no placeholder)::
 
-    [Human]: This is a speech instruction: <sosp><u12><u7>...<eosp>. And your response should be speech. ...
-    <eoh>. [SpeechGPT]: [tq] what is the weather; [ta] it is sunny; [ua] <sosp><u3><u40>...<eosp><eoa>
+    [Human]: This is a speech instruction: <sosp><u12><u7>...<eosp> . And your response should be speech. ...
+    <eoh>. [SpeechGPT]: [tq] what is the weather; [ta] it is sunny; [ua] <sosp><u3><u40>...<eosp> <eoa>
+
+A unit block stands in the text as a word, with a space on each side (as ``Turn.user(text, Units(...))`` and the
+training data's ``units`` parts write it), so a conversation built here and the same conversation stored as
+JSONL parts (``anymodal.training.speech_records``) are the same token ids.
 
 ``ChainOfModality`` holds the four templates (speech->speech, speech->text, text->speech, text->text) and the
 markers as data; the same object builds training conversations and parses the model's answers.
@@ -25,9 +29,9 @@ from .config import PromptConfig
 from .errors import ConfigError, TokenProtocolError
 from .media import Audio, Part, Response, Turn, Units
 from .model import _resolve  # component paths inside a bundle
-from .speech_features import LogMelUnitizer, prepare_speech, read_speech, read_unitizer_meta
+from .speech_features import LogMelFeatures, LogMelUnitizer, prepare_speech, read_speech, read_unitizer_meta
 from .speech_units import UnitQuantizer
-from .tokens import TextSegment, TokenProtocol, UnitSegment, units_text
+from .tokens import TextSegment, TokenProtocol, UnitSegment
 
 SPEECH, TEXT = "speech", "text"
 INPUT = "{input}"
@@ -124,18 +128,22 @@ class ChainOfModality:
         t = self.task(task)
         if t.input == SPEECH and not units:
             raise ConfigError(f"the {task} task needs the spoken instruction's units")
-        filled = t.instruction.replace(INPUT, units_text(units) if t.input == SPEECH else text)
-        return Turn(f"{filled} {self.end_of_human}.", role="user")
+        if t.input == TEXT:
+            return Turn(f"{t.instruction.replace(INPUT, text)} {self.end_of_human}.", role="user")
+        head, _, tail = t.instruction.partition(INPUT)
+        return Turn.user(head.rstrip(), Units(list(units)), f"{tail.lstrip()} {self.end_of_human}.")
 
     def answer(self, example: ChainExample) -> Turn:
         """The assistant turn: ``[tq] ...; [ta] ...; [ua] <sosp>...<eosp><eoa>`` with the task's fields."""
         t = self.task(example.task)
-        values = {"transcript": example.instruction, "text_answer": example.answer,
-                  "unit_answer": units_text(example.answer_units) if example.answer_units else ""}
         if "unit_answer" in t.fields and not example.answer_units:
             raise ConfigError(f"the {example.task} task needs the spoken answer's units")
-        body = self.separator.join(f"{self.markers[f]} {values[f]}" for f in t.fields)
-        return Turn(body + self.end_of_answer, role="assistant")
+        values = {"transcript": example.instruction, "text_answer": example.answer}
+        body = self.separator.join(f"{self.markers[f]} {values[f]}" for f in t.fields if f != "unit_answer")
+        if "unit_answer" not in t.fields:
+            return Turn(body + self.end_of_answer, role="assistant")
+        spoken = f"{body}{self.separator}{self.markers['unit_answer']}" if body else self.markers["unit_answer"]
+        return Turn.assistant(spoken, Units(list(example.answer_units)), self.end_of_answer)
 
     def conversation(self, example: ChainExample) -> list[Turn]:
         """A training conversation: question + answer (labels fall on the answer only)."""
@@ -149,10 +157,10 @@ class ChainOfModality:
             raise ConfigError(f"cross-modal direction must be asr (speech -> text) or tts (text -> speech), "
                               f"got {direction!r}")
         asr = direction == "asr"
-        given, wanted = (units_text(units), text) if asr else (text, units_text(units))
+        given, wanted = (Units(list(units)), text) if asr else (text, Units(list(units)))
         instruction = self.asr_instruction if asr else self.tts_instruction
-        return [Turn(f"{instruction} This is input: {given} {self.end_of_human}.", role="user"),
-                Turn(wanted + self.end_of_answer, role="assistant")]
+        answer = Turn(wanted + self.end_of_answer, role="assistant") if asr else Turn.assistant(wanted, self.end_of_answer)
+        return [Turn.user(f"{instruction} This is input:", given, f"{self.end_of_human}."), answer]
 
     def prefill(self, task: str) -> str:
         """The answer's forced start: the first field's marker (``[tq]`` for speech input)."""
@@ -189,8 +197,9 @@ class ChainOfModality:
         text = text.removesuffix(".").strip().removesuffix(self.end_of_human).strip()
         for name, t in self.tasks.items():
             head, _, tail = t.instruction.partition(INPUT)
+            head, tail = head.rstrip(), tail.lstrip()  # a unit block stands as a word: spaces around it
             if text.startswith(head) and text.endswith(tail) and (units or t.input == TEXT):
-                filled = text[len(head): len(text) - len(tail)]
+                filled = text[len(head): len(text) - len(tail)].strip()
                 if (t.input == SPEECH) == (filled == INPUT):
                     return ChainExample(name, instruction="" if units else filled, instruction_units=units)
         raise TokenProtocolError(f"the question does not follow any chain-of-modality template: {text[:80]!r}")
@@ -282,6 +291,19 @@ def load_unitizer(directory: str | Path) -> Unitizer:
     if kind not in kinds:
         raise ConfigError(f"{directory}: unknown unitizer kind {kind!r}; known: {sorted(kinds)}")
     return kinds[kind].load(directory)
+
+
+def build_log_mel_speech(clips: list[Audio], num_units: int, features: LogMelFeatures | None = None, seed: int = 0,
+                         progress: bool = True) -> tuple[LogMelUnitizer, Vocoder]:
+    """A log-mel unitizer (k-means, ``num_units`` with the silence unit) and a Griffin-Lim vocoder (each unit's
+    mean spectrum) fitted on ``clips``: seconds, no training. ``anymodal speech-build`` and the toy world use it."""
+    from tqdm.auto import tqdm
+
+    unitizer = LogMelUnitizer.fit(clips, num_units, features, seed=seed)
+    frame_units = [unitizer.frame_units(c) for c in tqdm(clips, desc="units", unit="clip", disable=not progress)]
+    vocoder = registry.resolve("decoders", "griffin-lim").fit(clips, frame_units, unitizer.num_units,
+                                                              hop_length=unitizer.hop_length)
+    return unitizer, vocoder
 
 
 def load_vocoder(name: str, name_or_path: str) -> Vocoder:

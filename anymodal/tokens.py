@@ -11,6 +11,7 @@ Speech units         <sosp> <u0>..<u{K-1}> <eosp>   (SpeechGPT: units are plain 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,21 @@ def unit_token(unit: int) -> str:
 def units_text(units: list[int]) -> str:
     """Units as the text the tokenizer turns into unit tokens: ``<sosp><u12><u7><eosp>``."""
     return SOSP + "".join(unit_token(u) for u in units) + EOSP
+
+
+_UNIT_BLOCK = re.compile(re.escape(SOSP) + r"((?:<u\d+>)*)" + re.escape(EOSP))
+
+
+def split_units(text: str) -> list[str | list[int]]:
+    """The inverse of ``units_text`` inside a text: its pieces in order, strings and unit-id lists
+    (``"say <sosp><u3><u1><eosp> now"`` -> ``["say ", [3, 1], " now"]``); empty strings are left out."""
+    pieces: list[str | list[int]] = []
+    for i, piece in enumerate(_UNIT_BLOCK.split(text)):
+        if i % 2:
+            pieces.append([int(u) for u in re.findall(r"<u(\d+)>", piece)])
+        elif piece:
+            pieces.append(piece)
+    return pieces
 
 
 # ----------------------------------------------------------------------------------- parsed output

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("speech-build", help="build a log-mel unitizer + Griffin-Lim vocoder from speech")
@@ -20,14 +18,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from decoders.griffinlim import GriffinLimVocoder
-
-    from ..speech_features import LogMelFeatures, LogMelUnitizer, read_speech_files
+    from ..speech import build_log_mel_speech
+    from ..speech_features import LogMelFeatures, read_speech_files
 
     clips = read_speech_files(args.inputs)
-    unitizer = LogMelUnitizer.fit(clips, args.units, LogMelFeatures(silence_db=args.silence_db), seed=args.seed)
-    frame_units = [unitizer.frame_units(c) for c in tqdm(clips, desc="units", unit="clip")]
-    vocoder = GriffinLimVocoder.fit(clips, frame_units, unitizer.num_units, hop_length=unitizer.hop_length)
+    unitizer, vocoder = build_log_mel_speech(clips, args.units, LogMelFeatures(silence_db=args.silence_db), args.seed)
     out = Path(args.out)
     unitizer.save(out / "unitizer")
     vocoder.save_pretrained(out / "vocoder")

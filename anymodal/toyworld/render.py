@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..media import Media
+from ..media import Audio, Media
 from .images import render_image
 from .sounds import render_sound
 from .spoken import speak, speaker_ids
+from .tasks import spoken_question_text
 from .videos import render_video
 from .world import Thing, sample_things, split_seed
 
@@ -44,6 +45,13 @@ class WorldItem:
         if kind == "speech":
             return speak(self.thing.caption, self.speaker, self.rng(kind))
         raise ValueError(f"unknown kind {kind!r}; use one of {KINDS}")
+
+    def spoken_question(self) -> tuple[str, str, Audio, Audio]:
+        """(question words, answer word, the question spoken, the answer spoken), both by the item's speaker:
+        "what colour is a small red circle" -> "red"."""
+        asked, answer = spoken_question_text(self.thing, self.rng("question"))
+        return (asked, answer, speak(asked, self.speaker, self.rng("question audio")),
+                speak(answer, self.speaker, self.rng("answer audio")))
 
 
 def world_items(split: str, n: int, seed: int = 0) -> list[WorldItem]:

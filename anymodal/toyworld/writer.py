@@ -19,9 +19,7 @@ from tqdm import tqdm
 
 from .. import io
 from .render import one_thread, world_items
-from .spoken import speak
 from .tasks import TASKS, Item, chain_record, switch
-from .tasks import spoken_question_text as question_words
 
 FOLDERS = {"image": ".png", "sound": ".wav", "video": ".mp4", "speech": ".wav", "question": ".wav", "answer": ".wav"}
 
@@ -42,9 +40,9 @@ def _write_item(folder: Path, world_item) -> Item:
     files = {name: f"{name}/{world_item.index:04d}{suffix}" for name, suffix in FOLDERS.items()}
     for kind in ("image", "sound", "video", "speech"):
         io.save(world_item.render(kind), folder / files[kind])
-    asked, answer = question_words(world_item.thing, world_item.rng("question"))
-    io.save(speak(asked, world_item.speaker, world_item.rng("question audio")), folder / files["question"])
-    io.save(speak(answer, world_item.speaker, world_item.rng("answer audio")), folder / files["answer"])
+    asked, answer, question_audio, answer_audio = world_item.spoken_question()
+    io.save(question_audio, folder / files["question"])
+    io.save(answer_audio, folder / files["answer"])
     return Item(world_item.index, world_item.thing, files["image"], files["sound"], files["video"], files["speech"],
                 files["question"], asked, answer, files["answer"], world_item.speaker)
 

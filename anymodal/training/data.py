@@ -19,6 +19,8 @@ JSONL conversation format, one conversation per line (content is a string or a l
 - ``retrieval`` parts (assistant only) write ``[RET]``; ``path`` is the item the query should find.
 - ``units`` parts (any role) are discrete speech units, ``{"type": "units", "ids": [12, 7, 7, 3]}``, written as
   ``<sosp><u12><u7><u7><u3><eosp>`` (SpeechGPT); the model needs ``speech_units`` > every id.
+- a line may instead be a SpeechGPT speech record (``{"units": [..]}``, ``{"text", "units", "direction"}`` or a
+  chain-of-modality ``{"task", ...}``): it becomes its conversation through ``training/speech_records.py``.
 Relative paths start at ``media_root`` when given, else at the data file's folder.
 """
 
@@ -35,8 +37,11 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from ..media import Media, Modality, Turn
 from ..processor import Batch, Processor
+from ..speech import ChainOfModality
 from ..tokens import RET, TokenProtocol, placeholder, units_text
+from .speech_records import is_speech_record, speech_messages
 
+CHAIN_OF_MODALITY = ChainOfModality()  # SpeechGPT's templates turn speech records into conversations
 MEDIA_TYPES = {m.value: m for m in Modality if m != Modality.TEXT}
 ROLES = ("system", "user", "assistant")
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -85,8 +90,10 @@ def read_jsonl(path: Path, media_root: Path) -> list[Sample]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ConfigError(f"{where}: not valid JSON ({e})") from None
+            if isinstance(record, dict) and is_speech_record(record):
+                record = {"messages": speech_messages(record, CHAIN_OF_MODALITY, where)}
             if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
-                raise ConfigError(f'{where}: each line must be an object with a "messages" list')
+                raise ConfigError(f'{where}: each line must be an object with a "messages" list (or a speech record)')
             messages = []
             for message in record["messages"]:
                 role = message.get("role") if isinstance(message, dict) else None

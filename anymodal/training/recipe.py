@@ -26,7 +26,7 @@ class LossWeights:
 
 @dataclass
 class StageConfig:
-    name: str = "encoder_alignment"  # encoder_alignment | decoder_alignment | retrieval_alignment | instruction_tuning
+    name: str = "encoder_alignment"  # a preset of training/stages.py: encoder_alignment | instruction_tuning | ...
     trains: Optional[list[str]] = None  # what trains; None = the stage's default (see stages.py)
     losses: LossWeights = field(default_factory=LossWeights)
     temperature: float = 0.07  # InfoNCE temperature (its start value when learned)

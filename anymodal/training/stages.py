@@ -1,6 +1,5 @@
-"""Stages: what trains and the loss over a batch. The Trainer runs any ``Stage``; speech stages (unit
-adaptation, cross-modal SFT, chain-of-modality SFT) subclass it or reuse ``ModelStage`` with their own
-``trains`` and weights, without copying the loop.
+"""Stages: what trains and the loss over a batch. The Trainer runs any ``Stage``; ``ModelStage`` runs the
+presets below (or any mix of ``PARTS`` and ``LOSSES``) over the model's own forward.
 
     stage                 trains (default)                                         losses (default weights)
     encoder_alignment     input projections                                        lm
@@ -8,6 +7,12 @@ adaptation, cross-modal SFT, chain-of-modality SFT) subclass it or reuse ``Model
     retrieval_alignment   input projections, retrieval projection, new-token rows   lm + retrieval   (FROMAGe)
     instruction_tuning    LoRA, all projections, new-token rows                     lm + signal_mse + retrieval
     language_modeling     llm: every weight of the base LLM (no LoRA)               lm   (pretraining, e.g. the toy world's LLM)
+    unit_adaptation       new-token rows (<sosp>, <eosp>, <u0>..)                   lm   (SpeechGPT 1: next-unit prediction)
+    cross_modal_sft       new-token rows, LoRA                                      lm   (SpeechGPT 2: ASR / TTS pairs)
+    chain_of_modality_sft LoRA                                                      lm   (SpeechGPT 3: chain of modality)
+
+The speech stages' data may be SpeechGPT speech records (unit sequences, text / unit pairs, chain-of-modality
+exchanges): the reader turns them into conversations with ``units`` parts (speech_records.py).
 
 Parts a model does not have (no decoders -> no output projections) are skipped; a loss term whose
 targets a batch lacks (no ``[RET]``) is left out of that batch.
@@ -50,6 +55,9 @@ PRESETS = {
     "instruction_tuning": Preset(("lora", "input_projections", "output_projections", "retrieval_projection",
                                   "new_tokens"), {"lm": 1.0, "signal_mse": 1.0, "retrieval": 1.0}),
     "language_modeling": Preset(("llm",), {"lm": 1.0}),
+    "unit_adaptation": Preset(("new_tokens",), {"lm": 1.0}),
+    "cross_modal_sft": Preset(("new_tokens", "lora"), {"lm": 1.0}),
+    "chain_of_modality_sft": Preset(("lora",), {"lm": 1.0}),
 }
 
 
