@@ -28,14 +28,14 @@ from ..config import LLMConfig, LoraConfig, ModelConfig, PromptConfig, to_dict
 from ..speech import ChainOfModality
 from .render import one_thread
 from .spoken import WORDS
-from .tasks import QUESTIONS, Item, assistant, generate_image, generate_sound, generate_video, question_answer
+from .tasks import QUESTIONS, TRANSCRIBE, Item, assistant, generate_image, generate_sound, generate_video, question_answer
 from .tasks import spoken_question_text, text, user
 from .world import SIZES, Thing, sample_things, split_seed
 
 TEXT_TASKS = ("request", "question", "describe", "ask")
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 # every wording the world's tasks use, with media parts, so that the tokenizer gives them whole tokens
-MEDIA_TASK_TEXTS = ["describe the picture", "what makes this sound?", "describe the video", "what did they say?",
+MEDIA_TASK_TEXTS = ["describe the picture", "what makes this sound?", "describe the video", TRANSCRIBE,
                     "make its sound", "find the first one", "here it is", "listen", "here it goes", *QUESTIONS.values()]
 
 

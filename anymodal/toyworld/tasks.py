@@ -109,8 +109,11 @@ def retrieve(item: Item, rng: random.Random) -> list[dict]:
     return [user(text(f"show me {item.thing.caption}")), assistant({"type": "retrieval", "path": item.image})]
 
 
+TRANSCRIBE = "what did they say?"
+
+
 def transcribe(item: Item, rng: random.Random) -> list[dict]:
-    return [user(text("what did they say?"), media("audio", item.speech)), assistant(text(item.thing.caption))]
+    return [user(text(TRANSCRIBE), media("audio", item.speech)), assistant(text(item.thing.caption))]
 
 
 def spoken_question_text(thing: Thing, rng: random.Random) -> tuple[str, str]:
