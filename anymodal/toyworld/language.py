@@ -138,9 +138,11 @@ def train_llm(out: str | Path, *, seed: int = 0, n_train: int = 4096, n_eval: in
             "output_dir": str(work / "run")})
         with one_thread():
             trainer = Trainer(recipe)
+            before = language_metrics(trainer.model, data["validation"], batch_size)
             trainer.fit()
-        model = trainer.model
-        metrics = _held_out_metrics(model, data["validation"], batch_size)
+            model = trainer.model
+            metrics = {**language_metrics(model, data["validation"], batch_size),
+                       "perplexity_before": before["perplexity"]}
         llm = model.llm
         llm.resize_token_embeddings(len(tokenizer))  # drop the placeholder rows: the folder is a plain LM
         out.mkdir(parents=True, exist_ok=True)
@@ -155,8 +157,9 @@ def train_llm(out: str | Path, *, seed: int = 0, n_train: int = 4096, n_eval: in
 
 
 @torch.no_grad()
-def _held_out_metrics(model, path: Path, batch_size: int) -> dict:
-    """Perplexity and next-token accuracy over answer tokens; ``answer_exact``: share of answers whose every
+def language_metrics(model, path: Path, batch_size: int = 32) -> dict:
+    """An AnyModalModel on the text conversations in ``path`` (written from ``text_conversations``): perplexity and
+    next-token accuracy over answer tokens; ``answer_exact``: share of answers whose every
     token (and the end of text) is the argmax given the right prefix, i.e. what greedy decoding writes."""
     from ..training.data import Collator, read_data
 
