@@ -8,7 +8,8 @@ from torchaudio.functional import edit_distance
 
 from anymodal.errors import CheckpointError, ConfigError, MediaError, TokenProtocolError
 from anymodal.media import Audio, Units
-from anymodal.speech import TASKS, ChainExample, ChainOfModality, ids_to_parts, load_unitizer, units_text
+from anymodal.speech import TASKS, ChainExample, ChainOfModality, ids_to_parts, load_unitizer
+from anymodal.tokens import units_text
 from anymodal.speech_features import LogMelFeatures, LogMelUnitizer, prepare_speech, read_speech
 from anymodal.speech_units import dedup
 from decoders.griffinlim import GriffinLimVocoder
@@ -164,7 +165,7 @@ def test_templates_are_configurable(speech_model):
     assert template.prompt_config().assistant == "[Bot]: "
     example = ChainExample("speech->speech", "hi", "hello", [1, 2], [3])
     question, answer = template.conversation(example)
-    assert answer.text == f"<T> hi; <A> hello; <S> {units_text([3])}<eoa>"
+    assert answer.text == f"<T> hi; <A> hello; <S> {units_text([3])} <eoa>"  # a unit block stands as a word
     assert template.parse(as_parts(speech_model, question), as_parts(speech_model, answer)) == example
     with pytest.raises(ConfigError, match="unknown chain-of-modality task"):
         template.question("speech->image", "x")
@@ -183,7 +184,7 @@ def test_cross_modal_pairs():
     user, assistant = ChainOfModality().cross_modal("red", [1, 2], "asr")
     assert "This is input: <sosp><u1><u2><eosp>" in user.text and assistant.text == "red<eoa>"
     user, assistant = ChainOfModality().cross_modal("red", [1, 2], "tts")
-    assert assistant.text == "<sosp><u1><u2><eosp><eoa>"
+    assert assistant.text == "<sosp><u1><u2><eosp> <eoa>"
     with pytest.raises(ConfigError, match="direction"):
         ChainOfModality().cross_modal("red", [1], "mt")
 

@@ -1,5 +1,5 @@
-"""The speech commands and benchmark: speech-build, vocoder-train, speech-train, bench speech; the learned
-vocoder's training loop."""
+"""The speech commands and benchmark: speech-build, vocoder-train, the SpeechGPT recipes on `anymodal train`,
+bench speech; the learned vocoder's training loop."""
 
 import re
 from pathlib import Path
@@ -55,17 +55,18 @@ def test_speech_build_and_vocoder_train_commands(clips, tmp_path, capsys):
 
 
 def test_speechgpt_recipes_chain(tmp_path, monkeypatch, capsys):
+    """The three SpeechGPT recipes run on `anymodal train`, each stage starting from the previous bundle."""
     monkeypatch.chdir(RECIPES.parents[1])  # recipes name paths from the repository root
     run = tmp_path / "run"
-    for name, data, start in (("1_unit_adaptation", "units", None), ("2_cross_modal_sft", "pairs", "1"),
-                              ("3_chain_of_modality_sft", "chain", "2")):
+    for name, start in (("1_unit_adaptation", None), ("2_cross_modal_sft", "1"), ("3_chain_of_modality_sft", "2")):
         overrides = ["train.steps=3", f"output_dir={run / name[0]}", f"toy.dir={tmp_path / 'toy'}"]
-        overrides += [f"init_from={run / start}"] if start else []
-        assert main(["speech-train", str(RECIPES / f"{name}.yaml"), *overrides]) == 0
+        overrides += [f"init_from={run / start / 'bundle'}"] if start else []
+        assert main(["train", str(RECIPES / f"{name}.yaml"), *overrides]) == 0
     out = capsys.readouterr().out
-    assert out.count("wrote") == 3 and (run / "3" / "manifest.json").is_file()
-    assert main(["speech-train", str(RECIPES / "1_unit_adaptation.yaml"), "stage.name=pretrain"]) == 2
-    assert "unknown speech stage" in capsys.readouterr().err
+    assert out.count("bundle written to") == 3 and (run / "3" / "bundle" / "manifest.json").is_file()
+    assert main(["train", str(RECIPES / "1_unit_adaptation.yaml"), "stage.name=pretrain",
+                 f"toy.dir={tmp_path / 'toy'}"]) == 2
+    assert "stage.name 'pretrain' is unknown" in capsys.readouterr().err
 
 
 def test_bench_speech_last_line(capsys):

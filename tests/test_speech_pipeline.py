@@ -1,4 +1,4 @@
-"""SpeechGPT stages lower their loss; one spoken turn end to end (Python API and `anymodal speak`)."""
+"""SpeechGPT stages on the shared Trainer lower their loss; one spoken turn end to end (Python API and `anymodal speak`)."""
 
 
 import json
@@ -8,13 +8,16 @@ import soundfile
 import torch
 
 from anymodal import io
+from anymodal.config import to_dict
 from anymodal.errors import ConfigError
 from anymodal.media import Audio
+from anymodal.model import AnyModalModel
 from anymodal.speech import ChainExample, ChainOfModality, SpeechPipeline
 from anymodal.speech_features import LogMelUnitizer
-from anymodal.speech_training import SpeechStage, stage_examples, train_stage
-from decoders.griffinlim import GriffinLimVocoder
 from anymodal.speech_synth import RATE, corpus
+from anymodal.training import Trainer, load_recipe
+from anymodal.training.data import Collator, read_data
+from decoders.griffinlim import GriffinLimVocoder
 from speech_fixtures import build_model
 
 K = 16
@@ -33,37 +36,62 @@ def records(stage):
              "answer_units": WORDS[names[(i + 1) % 4]]} for i, n in enumerate(names)]
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return build_model(tmp_path_factory.mktemp("speech-model"))
+def fit_stage(root, stage, steps=30, model=None):
+    """A Trainer over ``records(stage)`` (speech records, also the eval split) from a fresh tiny speech model."""
+    data = root / f"{stage}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records(stage)))
+    model = model or build_model(root / "parts")
+    recipe = load_recipe({"stage": {"name": stage}, "model": to_dict(model.config),
+                          "data": {"train": [str(data)], "eval": [str(data)]},
+                          "optim": {"lr": 1e-2, "scheduler": "constant"},
+                          "train": {"steps": steps, "batch_size": 4, "log_every": 10}, "output_dir": str(root / "run")})
+    return Trainer(recipe)
 
 
 @pytest.mark.parametrize("stage", ["unit_adaptation", "cross_modal_sft", "chain_of_modality_sft"])
-def test_each_stage_lowers_its_loss(model, stage):
-    frozen = model.llm.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight.clone()
-    examples = stage_examples(model, stage, records(stage), ChainOfModality())
-    losses = train_stage(model, SpeechStage(stage), examples, steps=30, batch_size=4, lr=1e-2)
-    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
-    assert torch.equal(frozen, model.llm.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight)
-    assert not any(p.requires_grad for p in model.parameters())  # finish() froze everything again
+def test_each_speech_stage_lowers_its_loss_on_the_trainer(tmp_path, stage):
+    trainer = fit_stage(tmp_path, stage)
+    base = trainer.model.llm.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight
+    frozen = base.detach().clone()
+    before = trainer.evaluate()["loss"]
+    bundle = trainer.fit()
+    assert trainer.evaluate()["loss"] < before - 0.1
+    assert torch.equal(frozen, base)  # the base LLM never trains in the speech stages
+    trained = AnyModalModel.from_pretrained(bundle)
+    lora = [p for n, p in trained.llm.named_parameters() if "lora_B" in n]
+    assert any(p.abs().sum() > 0 for p in lora) == (stage != "unit_adaptation")  # LoRA B starts at zero
 
 
-def test_new_token_rows_train_alone(tmp_path):
-    model = build_model(tmp_path)
-    embedding = model.llm.get_base_model().get_input_embeddings().weight
+def test_unit_adaptation_trains_the_unit_rows_alone(tmp_path):
+    trainer = fit_stage(tmp_path, "unit_adaptation", steps=3)
+    embedding = trainer.model.llm.get_base_model().get_input_embeddings().weight
     before = embedding.detach().clone()
-    train_stage(model, SpeechStage("unit_adaptation"), stage_examples(model, "unit_adaptation", records("unit_adaptation"),
-                                                                      ChainOfModality()), steps=3)
+    trainer.fit()
     changed = (embedding.detach() != before).any(dim=1).nonzero().flatten().tolist()
-    unit_ids = set(model.protocol.unit_ids(list(range(K))))
+    unit_ids = set(trainer.model.protocol.unit_ids(list(range(K))))  # <sosp>, <eosp> and every <u..>
     assert changed and set(changed) <= unit_ids
 
 
-def test_bad_stage_config(model):
-    with pytest.raises(ConfigError, match="unknown speech stage"):
-        SpeechStage("pretrain")
-    with pytest.raises(ConfigError, match="does not fit"):
-        stage_examples(model, "cross_modal_sft", [{"units": [1]}], ChainOfModality())
+def test_bad_speech_stage_or_record(tmp_path):
+    from anymodal.training import ModelStage
+    from anymodal.training.recipe import StageConfig
+
+    with pytest.raises(ConfigError, match="stage.name 'pretrain' is unknown"):
+        ModelStage(StageConfig(name="pretrain"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "red", "direction": "asr"}) + "\n")
+    with pytest.raises(ConfigError, match="bad.jsonl:1: not a speech record"):
+        read_data([str(bad)])
+
+
+def test_speech_records_read_as_the_templates_tokenize(tmp_path):
+    """A chain-of-modality record read as a conversation gives the ids ChainOfModality's turns give at inference."""
+    model = build_model(tmp_path / "parts")
+    data = tmp_path / "chain.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records("chain_of_modality_sft")))
+    batch = Collator(model.processor, model.protocol)(read_data([str(data)])[:1]).batch
+    turns = ChainOfModality().conversation(ChainExample(**records("chain_of_modality_sft")[0]))
+    assert batch.input_ids[0].tolist() == model.processor.encode(turns).input_ids
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +107,7 @@ def speech_parts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def speaking_model(tmp_path_factory):
     """A tiny model that has learned, at least, to continue <sosp> with units (stage 1, 40 steps)."""
-    model = build_model(tmp_path_factory.mktemp("speaking"))
-    train_stage(model, SpeechStage("unit_adaptation"), stage_examples(
-        model, "unit_adaptation", records("unit_adaptation"), ChainOfModality()), steps=40, lr=1e-2)
-    return model
+    return AnyModalModel.from_pretrained(fit_stage(tmp_path_factory.mktemp("speaking"), "unit_adaptation", 40).fit())
 
 
 def test_speech_turn_end_to_end(speaking_model, speech_parts, tmp_path):
@@ -129,29 +154,6 @@ def test_missing_speech_parts_are_named(tmp_path, speech_parts):
         SpeechPipeline.from_model(speaking)
     with pytest.raises(ConfigError, match="no vocoder"):
         SpeechPipeline.from_model(speaking, unitizer=str(unitizer_dir))
-
-
-def test_speech_stage_runs_on_the_shared_trainer(tmp_path):
-    """The shared trainer takes a SpeechStage as is (text->text exchanges: its JSONL text cannot hold units yet)."""
-    from anymodal.config import to_dict
-    from anymodal.model import AnyModalModel
-    from anymodal.training import Trainer, load_recipe
-
-    model = build_model(tmp_path / "parts")
-    template = ChainOfModality()
-    data = tmp_path / "chain.jsonl"
-    with open(data, "w") as f:
-        for question, answer in (("red", "green"), ("blue", "yellow")):
-            turns = template.conversation(ChainExample("text->text", instruction=question, answer=answer))
-            f.write(json.dumps({"messages": [{"role": t.role, "content": t.text} for t in turns]}) + "\n")
-    recipe = load_recipe({"model": to_dict(model.config), "data": {"train": [str(data)]},
-                          "optim": {"lr": 1e-2, "scheduler": "constant"},
-                          "train": {"steps": 4, "batch_size": 2, "log_every": 2},
-                          "output_dir": str(tmp_path / "run")})
-    bundle = Trainer(recipe, stage=SpeechStage("chain_of_modality_sft")).fit()
-    trained = AnyModalModel.from_pretrained(bundle)
-    lora = {n: p for n, p in trained.llm.named_parameters() if "lora_B" in n}
-    assert lora and any(p.abs().sum() > 0 for p in lora.values())  # LoRA B starts at zero: it moved
 
 
 def test_speech_turn_through_the_learned_unit_vocoder(speaking_model, speech_parts, tmp_path):

@@ -23,7 +23,7 @@ CHAIN_FIELDS = ("instruction", "answer", "instruction_units", "answer_units")
 
 
 def is_speech_record(record: dict) -> bool:
-    return "messages" not in record and ("units" in record or "task" in record)
+    return "messages" not in record and any(key in record for key in ("units", "text", "task"))
 
 
 def speech_messages(record: dict, template: ChainOfModality, where: str = "a record") -> list[dict]:
