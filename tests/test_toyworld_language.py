@@ -13,7 +13,7 @@ from anymodal.model import AnyModalModel
 from anymodal.speech import ChainExample, ChainOfModality, load_unitizer
 from anymodal.toyworld.language import build_tokenizer, language_metrics, text_conversations, train_llm
 from anymodal.toyworld.render import world_items
-from anymodal.toyworld.speech import build_speech, speech_conversations
+from anymodal.toyworld.speech import build_speech, speech_conversations, write_speech_tasks
 from anymodal.toyworld.spoken import WORDS
 from anymodal.training import Trainer, load_recipe
 from anymodal.training.data import Collator, read_data
@@ -110,11 +110,13 @@ def test_build_speech_writes_parts_and_metrics_last(tmp_path, tiny_judges):
 
 
 def test_speech_conversations_tokenize_as_the_templates_do(tmp_path, tiny_judges):
+    from anymodal.toyworld.writer import write_split
+
     build_speech(tmp_path / "speech", train_items=8, eval_items=2, units=16, judges=tiny_judges, progress=False)
     unitizer = load_unitizer(tmp_path / "speech" / "unitizer")
     items = world_items("validation", 2)
     records = speech_conversations(unitizer, items)
-    assert [r["task"] for r in records[:3]] == ["transcribe", "spoken_question", "chain_of_modality"]
+    assert [r["task"] for r in records[:3]] == ["transcribe", "spoken_question", "chain"]
     data = tmp_path / "speech.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     model = build_model(tmp_path / "model", speech_units=16)
@@ -123,3 +125,9 @@ def test_speech_conversations_tokenize_as_the_templates_do(tmp_path, tiny_judges
     chain = ChainOfModality().conversation(ChainExample("speech->speech", asked, answer, unitizer.units(question),
                                                         unitizer.units(spoken)))
     assert batch.input_ids[0].tolist() == model.processor.encode(chain).input_ids  # same ids as at inference
+    # the same records from the files the world writer saves (the recipe's path)
+    tasks = write_speech_tasks(tmp_path / "speech", write_split(tmp_path / "world", "validation", 2, progress=False),
+                               tmp_path / "tasks")
+    for task in ("transcribe", "spoken_question", "chain"):
+        written = [json.loads(line) for line in (tasks / f"{task}.jsonl").read_text().splitlines()]
+        assert written == [r for r in records if r["task"] == task]

@@ -8,9 +8,10 @@ are measured on validation speakers (never heard while fitting):
     unit_accuracy      speech -> units -> vocoder -> units: how much of each unit string survives (1 - unit error rate)
     judged_words       word accuracy of the vocoded speech as the SpeechJudge hears it (reference: the real speech)
 
-``speech_conversations(unitizer, items)`` writes JSONL conversation records with ``units`` parts: transcribe
-(units -> caption), spoken question (units -> answer word) and SpeechGPT's chain of modality (speech -> speech:
-``[tq]`` question text; ``[ta]`` answer; ``[ua]`` answer units).
+``speech_conversations(unitizer, items)`` (in memory) and ``write_speech_tasks`` (from the writer's files) make
+JSONL conversation records with ``units`` parts in SpeechGPT's templates: transcribe (units -> caption), spoken
+question (units -> "[tq] question; [ta] answer") and chain of modality (speech -> speech: ``[tq]`` question text;
+``[ta]`` answer; ``[ua]`` answer units).
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ import json
 import time
 from pathlib import Path
 
-from ..media import Audio, Turn, Units
-from ..speech import ChainExample, ChainOfModality, build_log_mel_speech
+from .. import io
+from ..media import Audio
+from ..speech import ChainExample, ChainOfModality, build_log_mel_speech, load_unitizer
 from ..speech_features import LogMelFeatures
 from ..training.speech_records import turn_message
 from . import metrics
 from .render import WorldItem, one_thread, world_items
-from .tasks import TRANSCRIBE
 
 # the notes' "clean" recipe (silence unit, 3-frame majority smoothing; peak normalisation is always on) and plain
 # k-means over every frame, for comparison
+SPEECH_TASKS = ("transcribe", "spoken_question", "chain")
 FEATURES = {"clean": LogMelFeatures(silence_db=35.0, smoothing=3), "plain": LogMelFeatures(silence_db=0.0, smoothing=1)}
 
 
@@ -89,18 +91,45 @@ def round_trip(unitizer, vocoder, speech: list[Audio], words: list[list[str]], j
 
 
 def speech_conversations(unitizer, items: list[WorldItem], template: ChainOfModality | None = None) -> list[dict]:
-    """Three JSONL conversation records per item (``{"task", "messages"}``), speech as ``units`` parts:
-    transcribe, spoken_question and chain_of_modality (speech->speech)."""
-    template = template or ChainOfModality()
+    """Three JSONL conversation records per item (``{"task", "messages"}``, speech as ``units`` parts), rendered in
+    memory: see ``conversations`` for the tasks."""
     records = []
     for item in items:
         asked, answer, question, spoken_answer = item.spoken_question()
-        caption_units, question_units = unitizer.units(item.render("speech")), unitizer.units(question)
-        chain = ChainExample("speech->speech", instruction=asked, answer=answer, instruction_units=question_units,
-                             answer_units=unitizer.units(spoken_answer))
-        conversations = {
-            "transcribe": [Turn.user(TRANSCRIBE, Units(caption_units)), Turn(item.thing.caption, role="assistant")],
-            "spoken_question": [Turn.user(Units(question_units)), Turn(answer, role="assistant")],
-            "chain_of_modality": template.conversation(chain)}
-        records += [{"task": task, "messages": [turn_message(t) for t in turns]} for task, turns in conversations.items()]
+        records += conversations(unitizer, item.thing.caption, item.render("speech"), asked, answer, question,
+                                 spoken_answer, template)
     return records
+
+
+def write_speech_tasks(speech: str | Path, world_split: str | Path, out: str | Path) -> Path:
+    """The speech tasks of one split the writer wrote (``world_split``: items.jsonl + audio files), in units of
+    ``speech/unitizer``: ``out/<task>.jsonl`` for each of SPEECH_TASKS. Returns ``out``."""
+    unitizer, world_split, out = load_unitizer(Path(speech) / "unitizer"), Path(world_split), Path(out)
+    records: dict[str, list[dict]] = {task: [] for task in SPEECH_TASKS}
+    for line in (world_split / "items.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        audio = {key: io.read_audio(world_split / row[key]) for key in ("speech", "question", "answer_speech")}
+        for record in conversations(unitizer, row["caption"], audio["speech"], row["question_text"], row["answer"],
+                                    audio["question"], audio["answer_speech"]):
+            records[record["task"]].append(record)
+    out.mkdir(parents=True, exist_ok=True)
+    for task, rows in records.items():
+        (out / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def conversations(unitizer, caption: str, caption_audio: Audio, asked: str, answer: str, question_audio: Audio,
+                  answer_audio: Audio, template: ChainOfModality | None = None) -> list[dict]:
+    """One item's speech tasks in SpeechGPT's templates, the prompts the speech pipeline and the eval use:
+
+        transcribe        cross-modal ASR: "Can you transcribe the speech ...? This is input: <units>" -> caption
+        spoken_question   speech->text chain: spoken question -> "[tq] question; [ta] answer"
+        chain             speech->speech chain: spoken question -> "[tq] question; [ta] answer; [ua] <answer units>"
+    """
+    template = template or ChainOfModality()
+    heard, question = unitizer.units(caption_audio), unitizer.units(question_audio)
+    turns = {"transcribe": template.cross_modal(caption, heard, "asr"),
+             "spoken_question": template.conversation(ChainExample("speech->text", asked, answer, question)),
+             "chain": template.conversation(ChainExample("speech->speech", asked, answer, question,
+                                                         unitizer.units(answer_audio)))}
+    return [{"task": task, "messages": [turn_message(t) for t in conversation]} for task, conversation in turns.items()]
