@@ -137,7 +137,7 @@ def train_llm(out: str | Path, *, seed: int = 0, n_train: int = 4096, n_eval: in
             "train": {"steps": steps, "batch_size": batch_size, "seed": seed, "log_every": max(1, steps // 10)},
             "output_dir": str(work / "run")})
         with one_thread():
-            trainer = Trainer(recipe)
+            trainer = Trainer(recipe, progress=progress)
             before = language_metrics(trainer.model, data["validation"], batch_size)
             trainer.fit()
             model = trainer.model

@@ -116,10 +116,11 @@ def trainable_groups(module: nn.Module) -> dict[str, int]:
 
 # ------------------------------------------------------------------------------------- trainer
 class Trainer:
-    """``Trainer(recipe).fit()`` -> the bundle folder. ``stage`` replaces the recipe's stage (speech stages)."""
+    """``Trainer(recipe).fit()`` -> the bundle folder. ``stage`` replaces the recipe's stage (any ``Stage``);
+    ``progress`` False hides the progress bar (log lines still print)."""
 
-    def __init__(self, recipe: Recipe, stage: Stage | None = None):
-        self.recipe = recipe
+    def __init__(self, recipe: Recipe, stage: Stage | None = None, progress: bool = True):
+        self.recipe, self.show_progress = recipe, progress
         t = recipe.train
         if t.tensorboard and not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
             raise ConfigError("train.tensorboard is on but tensorboard is not installed: `pip install tensorboard` "
@@ -191,7 +192,8 @@ class Trainer:
             acc.init_trackers(self.stage.name)
         self.module.train()
         self.model.encoders.eval()  # frozen encoders stay in inference behaviour (dropout, norm stats)
-        bar = tqdm(total=t.steps, initial=self.progress.step, desc=self.stage.name, disable=not acc.is_main_process)
+        bar = tqdm(total=t.steps, initial=self.progress.step, desc=self.stage.name,
+                   disable=not (acc.is_main_process and self.show_progress))
         window: dict[str, float] = defaultdict(float)  # sums since the last log line, this rank
         step_samples = step_tokens = 0
         started = time.perf_counter()
