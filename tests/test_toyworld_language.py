@@ -107,6 +107,8 @@ def test_build_speech_writes_parts_and_metrics_last(tmp_path, tiny_judges):
     assert json.loads((out / "metrics.json").read_text()) == metrics
     newest = max(f.stat().st_mtime for f in out.rglob("*") if f.is_file())
     assert (out / "metrics.json").stat().st_mtime == newest
+    with pytest.raises(ConfigError, match="speech recipe 'loud' is unknown"):
+        build_speech(out, recipe="loud")
 
 
 def test_speech_conversations_tokenize_as_the_templates_do(tmp_path, tiny_judges):

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .. import io
+from ..errors import ConfigError
 from ..media import Audio
 from ..speech import ChainExample, ChainOfModality, build_log_mel_speech, load_unitizer
 from ..speech_features import LogMelFeatures
@@ -28,9 +29,9 @@ from ..training.speech_records import turn_message
 from . import metrics
 from .render import WorldItem, one_thread, world_items
 
+SPEECH_TASKS = ("transcribe", "spoken_question", "chain")
 # the notes' "clean" recipe (silence unit, 3-frame majority smoothing; peak normalisation is always on) and plain
 # k-means over every frame, for comparison
-SPEECH_TASKS = ("transcribe", "spoken_question", "chain")
 FEATURES = {"clean": LogMelFeatures(silence_db=35.0, smoothing=3), "plain": LogMelFeatures(silence_db=0.0, smoothing=1)}
 
 
@@ -51,6 +52,8 @@ def build_speech(out: str | Path, *, seed: int = 0, train_items: int = 256, eval
     the SpeechJudge comes from ``judges`` (default: ``out/../judges``, trained there when missing)."""
     from .judges import load_or_train_judges
 
+    if recipe not in FEATURES:
+        raise ConfigError(f"speech recipe {recipe!r} is unknown; use one of {sorted(FEATURES)}")
     out = Path(out)
     judge_dir = Path(judges) if judges is not None else out.parent / "judges"
     started = time.perf_counter()
