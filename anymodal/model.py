@@ -336,8 +336,11 @@ class AnyModalModel(nn.Module):
             if not source or not Path(source).exists():
                 raise ConfigError(f"cannot pack {key}: {source!r} is not a local file or folder; pack only components "
                                   f"that are on disk (hub ids are downloaded by whoever loads the bundle)")
-            target = f"components/{key.replace('.', '_')}{Path(source).suffix if Path(source).is_file() else ''}"
-            packed[target] = Path(source)
+            source = Path(source).resolve()
+            same = [t for t, s in packed.items() if s == source]  # e.g. one ImageBind serving three modalities
+            suffix = source.suffix if source.is_file() else ""
+            target = same[0] if same else f"components/{key.replace('.', '_')}{suffix}"
+            packed[target] = source
             config = cfg.replace(config, key, target)
 
         def fill(tmp: Path) -> dict:
