@@ -29,7 +29,7 @@ from .llm import load_llm, load_tokenizer, set_token_rows, token_rows
 from .media import Media, Modality, Part, Response, Turn, Units
 from .processor import Batch, Processor
 from .projection import InputProjection, OutputProjection
-from .tokens import RetrievalSegment, SignalSegment, TextSegment, TokenProtocol, UnitSegment
+from .tokens import RET, RetrievalSegment, SignalSegment, TextSegment, TokenProtocol, UnitSegment, units_text
 
 
 @dataclass
@@ -192,6 +192,22 @@ class AnyModalModel(nn.Module):
         """Answer the last user turn. ``prefill`` forces the answer's start (e.g. ``"[IMG0]"``);
         ``generation`` overrides GenerationConfig fields (max_new_tokens, do_sample, ...)."""
         return self.generate_batch([conversation], prefill=prefill, listener=listener, **generation)[0]
+
+    def answer_turn(self, response: Response) -> Turn:
+        """``response`` as the assistant turn the model wrote: text, whole signal blocks for generated media,
+        ``[RET]`` for retrieved items, unit spans for speech. Append it to the conversation to go on with a
+        multi-turn chat in the form the model was trained on."""
+        texts = []
+        for part in response.parts:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, Units):
+                texts.append(units_text(part.ids))
+            elif isinstance(part, Media):
+                texts.append(self.protocol.signal_text(part.modality))
+            else:
+                texts.append(RET)
+        return Turn(" ".join(t.strip() for t in texts if t.strip()), role="assistant")
 
     def generate_batch(self, conversations: list[Turn | list[Turn]], *, prefill: str = "",
                        listener: DispatchListener | None = None, streamer=None, **generation: Any) -> list[Response]:
