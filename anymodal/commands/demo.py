@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .. import io
-from ..media import Audio, Image, Media, Retrieved, Turn, Units, Video
+from ..media import Audio, Image, Media, Retrieved, Units, Video
 
 
 def register(subparsers) -> None:
