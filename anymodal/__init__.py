@@ -14,8 +14,21 @@ __version__ = "0.1.0"
 __all__ = [
     "AnyModalError", "CheckpointError", "ConfigError", "MediaError", "RegistryError", "TokenProtocolError",
     "IMU", "Audio", "Depth", "Image", "Media", "Modality", "Response", "Retrieved", "Thermal", "Turn", "Units",
-    "Video", "AnyModalModel",
+    "Video", "AnyModalModel", "load",
 ]
+
+
+def load(name_or_path: str = "toyworld"):
+    """An ``AnyModalModel`` from a bundle folder, or ``"toyworld"``: the tiny trained bundle that ships with
+    anymodal (image, sound, video and speech in and out, [RET] retrieval; see anymodal/toyworld/shipped.py)."""
+    from pathlib import Path
+
+    from .model import AnyModalModel
+    from .toyworld.shipped import NAME, shipped_dir
+
+    if name_or_path == NAME and not Path(name_or_path).exists():
+        return AnyModalModel.from_pretrained(shipped_dir() / "model")
+    return AnyModalModel.from_pretrained(name_or_path)
 
 
 def __getattr__(name):  # the model pulls in transformers: import it only when asked for

@@ -142,8 +142,12 @@ def build(schema: type[T], *sources: Any, overrides: list[str] | None = None) ->
             if isinstance(source, (str, Path)):
                 source = _read_yaml(Path(source))
             merged = OmegaConf.merge(merged, source)
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        for override in overrides or ():
+            key, sep, value = override.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"an override must be key=value (e.g. train.steps=50), got {override!r}")
+            # update, not merge: list items by index ("stages.0.steps=7") stay list items
+            OmegaConf.update(merged, key, OmegaConf.from_dotlist([f"v={value}"])["v"], merge=True)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 INDEX_FILE, ITEMS_FILE, MANIFEST_FILE = "index.faiss", "items.jsonl", "manifest.json"
+MEDIA_DIR = "media"  # media an index carries with it; its items name them by uris relative to the folder
 KINDS = ("flat", "ivf", "hnsw", "ivfpq", "sq8")
 DEVICES = ("auto", "cpu", "gpu")
 
@@ -156,6 +157,7 @@ class VectorIndex:
     encoder_options: dict[str, Any] = field(default_factory=dict)
     items: list[dict[str, Any]] = field(default_factory=list)
     on_gpu: bool = False
+    folder: Path | None = None  # where it was loaded from: relative item uris are relative to it
 
     # ----- building -----
 
@@ -277,9 +279,16 @@ class VectorIndex:
         """The ``k`` best items for each query of ``queries`` [B, dim], best first. Fewer than ``k`` when the
         index holds fewer; an empty list per query when it is empty."""
         scores, ids = self.search_ids(queries, k)
-        return [[Retrieved(self.items[i]["uri"], float(s), dict(self.items[i]["metadata"]))
+        return [[Retrieved(self._resolve(self.items[i]["uri"]), float(s), dict(self.items[i]["metadata"]))
                  for s, i in zip(row_scores, row_ids) if i >= 0]
                 for row_scores, row_ids in zip(scores, ids)]
+
+    def _resolve(self, uri: str) -> str:
+        """An index that carries its media (e.g. ``gallery/0001.png`` inside the index folder, as the shipped
+        toy-world index does) stores relative uris, so that it still finds them after it is moved or packed."""
+        if self.folder is None or "://" in uri or Path(uri).is_absolute():
+            return uri
+        return str(self.folder / uri)
 
     def uris(self) -> set[str]:
         """Every uri already in the index (for resumable builds)."""
@@ -295,12 +304,15 @@ class VectorIndex:
 
     def save(self, folder: str | Path) -> Path:
         """Writes the index into ``folder`` atomically: everything goes to a temporary sibling folder that
-        then replaces ``folder``, so a crash mid-save leaves the previous index as it was."""
+        then replaces ``folder``, so a crash mid-save leaves the previous index as it was. Media the index
+        carries (``folder/media/``, named by relative uris) are kept."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-", dir=folder.parent))
         tmp.chmod(0o755)  # mkdtemp makes it private; the index is an ordinary folder once in place
         try:
+            if (folder / MEDIA_DIR).is_dir():
+                shutil.copytree(folder / MEDIA_DIR, tmp / MEDIA_DIR)
             cpu_index = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
             faiss.write_index(cpu_index, str(tmp / INDEX_FILE))
             with open(tmp / ITEMS_FILE, "w", encoding="utf-8") as f:
@@ -308,8 +320,9 @@ class VectorIndex:
             manifest = {**self.manifest(), "index_sha256": sha256(tmp / INDEX_FILE)}
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
             for path in tmp.iterdir():
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
+                if path.is_file():
+                    with open(path, "rb") as f:
+                        os.fsync(f.fileno())
             swap_in(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -348,7 +361,7 @@ class VectorIndex:
                                   f"{manifest['count']} of dim {manifest['dim']}; rebuild the index")
         return cls._place(cpu_index, device, dim=manifest["dim"], kind=manifest["kind"], encoder=manifest["encoder"],
                           options=manifest["options"], encoder_path=manifest.get("encoder_path"),
-                          encoder_options=manifest.get("encoder_options", {}), items=items)
+                          encoder_options=manifest.get("encoder_options", {}), items=items, folder=folder.resolve())
 
     def describe(self) -> str:
         """The options as 'key=value, ...', for messages."""

@@ -29,7 +29,7 @@ from .llm import load_llm, load_tokenizer, set_token_rows, token_rows
 from .media import Media, Modality, Part, Response, Turn, Units
 from .processor import Batch, Processor
 from .projection import InputProjection, OutputProjection
-from .tokens import RetrievalSegment, SignalSegment, TextSegment, TokenProtocol, UnitSegment
+from .tokens import RET, RetrievalSegment, SignalSegment, TextSegment, TokenProtocol, UnitSegment, units_text
 
 
 @dataclass
@@ -193,6 +193,22 @@ class AnyModalModel(nn.Module):
         ``generation`` overrides GenerationConfig fields (max_new_tokens, do_sample, ...)."""
         return self.generate_batch([conversation], prefill=prefill, listener=listener, **generation)[0]
 
+    def answer_turn(self, response: Response) -> Turn:
+        """``response`` as the assistant turn the model wrote: text, whole signal blocks for generated media,
+        ``[RET]`` for retrieved items, unit spans for speech. Append it to the conversation to go on with a
+        multi-turn chat in the form the model was trained on."""
+        texts = []
+        for part in response.parts:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, Units):
+                texts.append(units_text(part.ids))
+            elif isinstance(part, Media):
+                texts.append(self.protocol.signal_text(part.modality))
+            else:
+                texts.append(RET)
+        return Turn(" ".join(t.strip() for t in texts if t.strip()), role="assistant")
+
     def generate_batch(self, conversations: list[Turn | list[Turn]], *, prefill: str = "",
                        listener: DispatchListener | None = None, streamer=None, **generation: Any) -> list[Response]:
         try:
@@ -340,8 +356,11 @@ class AnyModalModel(nn.Module):
             if not source or not Path(source).exists():
                 raise ConfigError(f"cannot pack {key}: {source!r} is not a local file or folder; pack only components "
                                   f"that are on disk (hub ids are downloaded by whoever loads the bundle)")
-            target = f"components/{key.replace('.', '_')}{Path(source).suffix if Path(source).is_file() else ''}"
-            packed[target] = Path(source)
+            source = Path(source).resolve()
+            same = [t for t, s in packed.items() if s == source]  # e.g. one ImageBind serving three modalities
+            suffix = source.suffix if source.is_file() else ""
+            target = same[0] if same else f"components/{key.replace('.', '_')}{suffix}"
+            packed[target] = source
             config = cfg.replace(config, key, target)
         if llm_weights:
             if isinstance(self.llm, PeftModel):

@@ -244,3 +244,18 @@ def test_gpu_index_round_trip(tmp_path, kind, options):
     index.save(tmp_path / "idx")
     cpu = VectorIndex.load(tmp_path / "idx", device="cpu")
     assert [h[0].uri for h in cpu.search(queries, 1)] == [f"file://item{i}.png" for i in range(20)]
+
+
+def test_an_index_carries_its_media_under_relative_uris(tmp_path):
+    index = VectorIndex.create(DIM, "flat", encoder="clip")
+    index.add(vectors(2), [{"uri": "media/a.png", "metadata": {}}, {"uri": "file://elsewhere.png", "metadata": {}}])
+    (tmp_path / "idx" / "media").mkdir(parents=True)
+    (tmp_path / "idx" / "media" / "a.png").write_bytes(b"png")
+    index.save(tmp_path / "idx")
+    index.save(tmp_path / "idx")  # a re-save keeps the media it carries
+    moved = tmp_path / "moved"
+    (tmp_path / "idx").rename(moved)
+    found = VectorIndex.load(moved).search(vectors(2), 1)
+    assert found[0][0].uri == str(moved.resolve() / "media" / "a.png")
+    assert (moved / "media" / "a.png").read_bytes() == b"png"
+    assert found[1][0].uri == "file://elsewhere.png"  # absolute uris are left alone

@@ -308,3 +308,27 @@ def test_pack_copies_local_components_into_the_bundle(model, tmp_path):
         model.save_pretrained(tmp_path / "c", pack=["speech.vocodr"])
     with pytest.raises(ConfigError, match="cannot pack speech.vocoder"):
         model.save_pretrained(tmp_path / "c", pack=["speech.vocoder"])
+
+
+def test_pack_copies_a_component_shared_by_several_keys_once(model, tmp_path):
+    image_encoder = model.config.encoders["image"].name_or_path
+    model.save_pretrained(tmp_path / "b", pack=["encoders.image.name_or_path", "retrieval.name_or_path"])
+    assert model.config.encoders["image"].name_or_path == image_encoder  # the live model's config is unchanged
+    shared = model.config.retrieval.name_or_path
+    model.config.retrieval.name_or_path = image_encoder  # two keys naming one folder (as one ImageBind for 3 modalities)
+    try:
+        model.save_pretrained(tmp_path / "c", pack=["encoders.image.name_or_path", "retrieval.name_or_path"])
+    finally:
+        model.config.retrieval.name_or_path = shared
+    assert [p.name for p in (tmp_path / "c" / "components").iterdir()] == ["encoders_image_name_or_path"]
+
+
+def test_answer_turn_writes_the_answer_as_the_model_wrote_it(model):
+    from anymodal import Response, Retrieved, Units
+
+    picture = Image(torch.zeros(3, 8, 8))
+    response = Response(parts=["here", picture, Retrieved("x.png", 0.5), Units([1, 2])], token_ids=[])
+    turn = model.answer_turn(response)
+    block = model.protocol.signal_text(Modality.IMAGE)
+    assert turn.role == "assistant" and turn.media == []
+    assert turn.text == f"here {block} [RET] <sosp><u1><u2><eosp>"

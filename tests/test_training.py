@@ -217,10 +217,16 @@ def test_collator_orders_targets_like_the_model_orders_hidden_states(toy, tmp_pa
 
 
 def test_shipped_recipes_parse():
+    from anymodal.toyworld.recipe import is_toyworld_recipe
+    from anymodal.toyworld.recipe import load as toyworld_recipe
+
     found = sorted((REPO / "recipes").rglob("*.yaml"))
     assert {p.parent.name for p in found} >= {"nextgpt", "fromage", "toyworld"}
     for path in found:
-        load_recipe(path)
+        if is_toyworld_recipe(path):  # the whole toy world: tests/test_toyworld_recipe.py
+            toyworld_recipe(path)
+        else:
+            load_recipe(path)
 
 
 def _cli(*argv):

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="server requests/s and latency at 1/4/16 clients, batched vs not")
-    parser.add_argument("--bundle", help="bundle folder (default: tiny random parts built on the fly)")
+    parser.add_argument("--bundle", default="tiny", help="bundle folder, toyworld (the shipped bundle) or tiny (default: random parts, the machinery alone)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16], help="concurrency levels")
     parser.add_argument("--requests", type=int, default=48, help="requests per setting (bounded run)")
     parser.add_argument("--max-tokens", type=int, default=16, help="new tokens per answer")

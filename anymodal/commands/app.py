@@ -17,7 +17,7 @@ from ..errors import ConfigError
 def register(subparsers) -> None:
     parser = subparsers.add_parser("app", help="run a Gradio demo: assistant, speech or retrieval_chat")
     parser.add_argument("name", choices=APPS, help="which app")
-    parser.add_argument("--bundle", help="bundle folder (default: tiny random parts built on the fly)")
+    parser.add_argument("--bundle", default="toyworld", help="bundle folder, toyworld (default: the trained bundle shipped in the package) or tiny (random parts: noise answers)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--max-upload-mb", type=float, default=16, help="largest uploaded file, MiB")

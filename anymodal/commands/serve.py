@@ -11,7 +11,7 @@ from ..errors import ConfigError
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="serve a bundle over an OpenAI-compatible HTTP API")
-    parser.add_argument("--bundle", help="bundle folder (default: tiny random parts built on the fly)")
+    parser.add_argument("--bundle", default="toyworld", help="bundle folder, toyworld (default: the trained bundle shipped in the package) or tiny (random parts: noise answers)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--api-key", default=os.environ.get("ANYMODAL_API_KEY"),
@@ -40,7 +40,7 @@ def run(args) -> int:
     exit_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="anymodal-serve-") as tmp:
         model, note = load_model(args.bundle, tmp)
-        settings = ServerSettings(model_name=Path(args.bundle).name if args.bundle else "anymodal-tiny",
+        settings = ServerSettings(model_name=Path(args.bundle).name,
                                   api_key=args.api_key, max_body_mb=args.max_body_mb, max_media_mb=args.max_media_mb,
                                   max_concurrency=args.max_concurrency, queue=args.queue,
                                   batching=not args.no_batching, allow_remote_urls=args.allow_remote_urls,

@@ -1,4 +1,6 @@
-"""`anymodal toyworld generate`: write the toy world (media files + task JSONL per split) to a folder."""
+"""`anymodal toyworld generate`: write the toy world (media files + task JSONL per split) to a folder.
+`anymodal toyworld ship RUN`: put a finished toy-world run's bundle into the package (what `anymodal.load("toyworld")`,
+`anymodal demo`, the apps and the server use)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,18 @@ def register(subparsers) -> None:
     generate.add_argument("--splits", nargs="+", default=["train", "validation", "test"],
                           choices=["train", "validation", "test"], help="which splits to write (default: all)")
     generate.set_defaults(func=run)
+    ship = actions.add_parser("ship", help="copy a finished run's bundle, metrics and judges into the package")
+    ship.add_argument("run_dir", help="output_dir of `anymodal train recipes/toyworld/all.yaml` (e.g. runs/toyworld)")
+    ship.set_defaults(func=run_ship)
+
+
+def run_ship(args) -> int:
+    from ..toyworld.shipped import ship
+
+    target = ship(args.run_dir)
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 2 ** 20
+    print(f"shipped {args.run_dir} -> {target} ({size:.1f} MB)")
+    return 0
 
 
 def run(args) -> int:

@@ -1,7 +1,6 @@
-"""The model behind the server, the apps and `anymodal bench serve`: a bundle, or tiny random parts.
-
-Until the trained toy-world bundle ships (issue 9), no bundle means tiny RANDOM parts built on the fly
-(as `anymodal demo` does): every path runs end to end, the answers mean nothing, and we say so.
+"""The model behind the server, the apps and `anymodal bench serve`: a bundle folder, the shipped toy world
+(the default), or ``tiny``: tiny RANDOM parts built on the fly (every path runs end to end, the answers mean
+nothing; for benchmarks of the machinery, and we say so).
 """
 
 from __future__ import annotations
@@ -12,19 +11,22 @@ import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-TINY_NOTE = ("no --bundle given: serving tiny RANDOM parts built on the fly (the trained toy-world bundle is not "
-             "shipped yet), so answers are noise; every path still runs end to end")
+TINY = "tiny"
+TINY_NOTE = "--bundle tiny: tiny RANDOM parts built on the fly, so answers are noise; every path still runs end to end"
 
 
 def load_model(bundle: str | Path | None, workdir: str | Path):
-    """``(model, description)``: the bundle at ``bundle``, or tiny random parts saved under ``workdir``."""
-    from ..model import AnyModalModel
-    from ..tiny import build_tiny_model
+    """``(model, description)``: the bundle at ``bundle``, ``"toyworld"`` (also for None: the trained bundle shipped
+    in the package) or ``"tiny"`` (random parts saved under ``workdir``)."""
+    from .. import load
 
-    if bundle:
-        return AnyModalModel.from_pretrained(bundle), f"bundle {bundle}"
-    log.warning(TINY_NOTE)
-    return build_tiny_model(workdir), "tiny random parts (untrained)"
+    if str(bundle) == TINY:
+        from ..tiny import build_tiny_model
+
+        log.warning(TINY_NOTE)
+        return build_tiny_model(workdir), "tiny random parts (untrained)"
+    name = str(bundle or "toyworld")
+    return load(name), f"bundle {name}"
 
 
 def exit_on_sigterm() -> None:

@@ -50,6 +50,7 @@ def evaluate(model, n: int = 64, seed: int = 0, judges_dir: str | Path | None = 
     things = [it.thing for it in items]
     encoders, decoders = set(model.config.encoders), set(model.config.decoders)
     needed = [JUDGE_OF[m] for m in decoders if m in JUDGE_OF] + (["image"] if model.config.retrieval.enabled else [])
+    needed += ["speech"] if model.config.speech_units else []
     judges = load_or_train_judges(judges_dir or Path.home() / ".cache/anymodal/toyworld-judges", sorted(set(needed)),
                                   seed=seed, progress=progress)
 
@@ -94,7 +95,7 @@ def evaluate(model, n: int = 64, seed: int = 0, judges_dir: str | Path | None = 
                         judge=_judge_score(judge_scores, JUDGED[modality])))
 
     rows += _retrieval_rows(model, things, judges, ask)
-    rows += _speech_rows(model, items, encoders, ask)
+    rows += _speech_rows(model, items, judges, progress)
     return rows
 
 
@@ -124,21 +125,39 @@ def _found(judge, uri: str, thing) -> bool:
     return all(read.get(a) == thing.attribute(a) for a in ("shape", "colour", "size"))
 
 
-def _speech_rows(model, items, encoders, ask) -> list[Row]:
-    rows = []
-    if "audio" in encoders:
-        spoken = [Turn.user("what did they say?", it.render("speech")) for it in items]
-        heard = [metrics.words_of(r.text) for r in ask(spoken, "speech -> text")]
-        rows.append(Row("speech -> text", metrics.word_accuracy(heard, [metrics.words_of(it.thing.caption) for it in items])))
-        asked = [spoken_question_text(it.thing, it.rng("question")) for it in items]
-        turns = [Turn.user(speak(q, it.speaker, it.rng("question audio"))) for it, (q, _) in zip(items, asked)]
-        answers = [r.text for r in ask(turns, "spoken question")]
-        rows.append(Row("spoken question", metrics.answer_accuracy(answers, [a for _, a in asked])))
-    else:
-        rows += [Row("speech -> text", None, "n/a (no audio encoder)"), Row("spoken question", None, "n/a (no audio encoder)")]
-    reason = "n/a (no speech units)" if not model.config.speech_units else "n/a (speech pipeline eval not built yet)"
-    rows += [Row("unit round trip", None, reason), Row("chain of modality", None, reason)]
-    return rows
+SPEECH_PATHS = ("speech -> text", "spoken question", "unit round trip", "chain of modality")
+
+
+def _speech_rows(model, items, judges, progress: bool) -> list[Row]:
+    """SpeechGPT paths through the speech units: ASR (the cross-modal instruction), spoken questions answered in
+    text and in speech (chain of modality, the spoken answer read back by the speech judge), and the unit
+    vocoder's round trip (units -> speech -> units)."""
+    if not model.config.speech_units:
+        return [Row(p, None, "n/a (no speech units)") for p in SPEECH_PATHS]
+    from ..speech import SpeechPipeline
+
+    pipeline = SpeechPipeline.from_model(model)
+    template, unitizer, vocoder = pipeline.template, pipeline.unitizer, pipeline.vocoder
+    judge, judge_scores = judges["speech"]
+    heard, spoken, asked, answers, chains, round_trips = [], [], [], [], [], []
+    for item in tqdm(items, desc="speech", disable=not progress):
+        units = unitizer.units(item.render("speech"))
+        question = template.cross_modal(item.thing.caption, units, "asr")[0]
+        heard.append(metrics.words_of(template.parse_answer(model.generate(question).parts).answer))
+        words, answer = spoken_question_text(item.thing, item.rng("question"))
+        result = pipeline.speak(speak(words, item.speaker, item.rng("question audio")))
+        asked.append(words)
+        answers.append(answer)
+        chains.append(result)
+        said = result.audio
+        spoken.append(judge.transcribe([said])[0] if said is not None else [])
+        round_trips.append((units, unitizer.units(vocoder.decode_units([units])[0])))
+    score = judge_scores["words"]
+    return [Row("speech -> text", metrics.word_accuracy(heard, [metrics.words_of(it.thing.caption) for it in items])),
+            Row("spoken question", metrics.answer_accuracy([r.answer_text for r in chains], answers)),
+            Row("unit round trip", metrics.unit_roundtrip_accuracy([a for a, _ in round_trips], [b for _, b in round_trips])),
+            Row("chain of modality", metrics.chain_accuracy([r.transcript for r in chains], [r.answer_text for r in chains],
+                                                            spoken, asked, answers), judge=score)]
 
 
 def format_table(rows: list[Row]) -> str:
