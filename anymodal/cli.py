@@ -12,7 +12,6 @@ from .errors import AnyModalError
 COMMAND_MODULES = ["demo", "chat", "plugins", "encode", "index", "decode", "train", "quantize", "speak", "speech_build",
                    "vocoder_train", "serve", "app",
                    "toyworld", "eval"]
-                   "toyworld", "eval"]
 BENCH_MODULES = ["generate", "index", "decode", "encoders", "train", "quantize", "speech", "serve"]
 
 
