@@ -3,11 +3,20 @@
 Images and videos both go through the vision tower (a video as 5 clips x 3 crops, averaged). Text items are
 plain strings. Audio is downmixed to mono and resampled to 16 kHz; depth maps of ``kind="metres"`` become
 disparity. Everything per item happens in ``preprocess``; ``encode`` is one batched forward pass.
+
+Where the preprocessing geometry lives (``config.json``, as ``save_pretrained`` writes it):
+- what shapes the weights is a model argument: ``image_size`` (images, video frames, depth, thermal),
+  ``video_frames`` (frames per video clip), ``audio_num_mel_bins`` and ``audio_target_len`` (the
+  spectrogram); ``preprocess`` resizes and pads to them;
+- what only decides how a long media is cut into clips (and averaged) is the ``"preprocess"`` block,
+  ``ClipSettings``: clip durations, clips per item, crops per video clip. A model takes any number of clips.
+Every default is the reference's (224; 3 audio clips of 2 s; 5 video clips of 2 s x 3 crops).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from anymodal.errors import CheckpointError, MediaError
+from anymodal.errors import CheckpointError, ConfigError, MediaError
 from anymodal.interfaces import MediaBatch
 from anymodal.media import IMU, Audio, Depth, Image, Media, Modality, Thermal, Video
 
@@ -31,31 +40,62 @@ INPUT_KEYS = {Modality.IMAGE: "vision", Modality.VIDEO: "vision", Modality.TEXT:
               Modality.DEPTH: "depth", Modality.THERMAL: "thermal", Modality.IMU: "imu"}
 
 
-def _image(item: Image) -> torch.Tensor:
-    return transform_image(to_pil(item.pixels))
+@dataclass(frozen=True)
+class ClipSettings:
+    """How audio and video items are cut into clips (config.json's ``"preprocess"`` block); the defaults are
+    the reference's. Each clip is embedded and the clips' embeddings are averaged."""
+
+    audio_clip_duration: float = 2.0  # seconds
+    audio_clips_per_item: int = 3
+    video_clip_duration: float = 2.0  # seconds
+    video_clips_per_item: int = 5
+    video_crops: int = 3  # spatial crops per video clip: 3 (start, centre, end) or 1 (centre)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> "ClipSettings":
+        """A ``"preprocess"`` block -> settings, or a ConfigError naming what is wrong in it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values or {}) - known)
+        if unknown:
+            raise ConfigError(f"unknown ImageBind preprocess settings {unknown}; known: {sorted(known)}")
+        settings = cls(**(values or {}))
+        if settings.video_crops not in (1, 3):
+            raise ConfigError(f"preprocess.video_crops must be 1 or 3, got {settings.video_crops}")
+        if min(settings.audio_clip_duration, settings.audio_clips_per_item, settings.video_clip_duration,
+               settings.video_clips_per_item) <= 0:
+            raise ConfigError(f"preprocess clip durations and counts must be positive, got {asdict(settings)}")
+        return settings
 
 
-def _video(item: Video) -> torch.Tensor:
-    return transform_video(item.frames, item.fps)
+def _image(item: Image, model: dict, clips: ClipSettings) -> torch.Tensor:
+    return transform_image(to_pil(item.pixels), model["image_size"])
 
 
-def _audio(item: Audio) -> torch.Tensor:
+def _video(item: Video, model: dict, clips: ClipSettings) -> torch.Tensor:
+    return transform_video(item.frames, item.fps, clip_duration=clips.video_clip_duration,
+                           clips_per_video=clips.video_clips_per_item, frames_per_clip=model["video_frames"],
+                           crops=clips.video_crops, size=model["image_size"])
+
+
+def _audio(item: Audio, model: dict, clips: ClipSettings) -> torch.Tensor:
     mono = item.waveform.mean(dim=0, keepdim=True)  # [1, N]: every channel counts
-    return transform_audio(mono, item.sample_rate, source=item.source)
+    return transform_audio(mono, item.sample_rate, num_mel_bins=model["audio_num_mel_bins"],
+                           target_length=model["audio_target_len"], clip_duration=clips.audio_clip_duration,
+                           clips_per_video=clips.audio_clips_per_item, source=item.source)
 
 
-def _depth(item: Depth) -> torch.Tensor:
+def _depth(item: Depth, model: dict, clips: ClipSettings) -> torch.Tensor:
     if item.kind not in ("disparity", "metres"):
         raise MediaError(f"{item.source or 'depth map'}: Depth.kind must be 'disparity' or 'metres', got {item.kind!r}")
     disparity = depth_to_disparity(item.depth) if item.kind == "metres" else item.depth
-    return transform_depth(disparity)
+    return transform_depth(disparity, model["image_size"])
 
 
-def _thermal(item: Thermal) -> torch.Tensor:
-    return transform_thermal(to_pil(item.pixels))
+def _thermal(item: Thermal, model: dict, clips: ClipSettings) -> torch.Tensor:
+    return transform_thermal(to_pil(item.pixels), model["image_size"])
 
 
-def _imu(item: IMU) -> torch.Tensor:
+def _imu(item: IMU, model: dict, clips: ClipSettings) -> torch.Tensor:
     return transform_imu(item.signals)
 
 
@@ -64,25 +104,29 @@ PREPROCESS = {Modality.IMAGE: _image, Modality.VIDEO: _video, Modality.AUDIO: _a
 
 
 class ImageBindEncoder(nn.Module):
-    """The Encoder contract over ``ImageBindModel``. Frozen (eval, no gradients) unless ``trainable=True``."""
+    """The Encoder contract over ``ImageBindModel``. Frozen (eval, no gradients) unless ``trainable=True``.
+    ``preprocess`` is a ``ClipSettings`` block (a dict; None: the reference's clips)."""
 
     modalities = tuple(INPUT_KEYS)
     tokens_per_item = 1
     default_checkpoint = str(DEFAULT_CHECKPOINT)  # where `anymodal encode` looks without --encoder-path
 
-    def __init__(self, model: ImageBindModel, trainable: bool = False):
+    def __init__(self, model: ImageBindModel, trainable: bool = False, preprocess: dict[str, Any] | None = None):
         super().__init__()
         self.model = model
+        self.clips = ClipSettings.from_dict(preprocess)
         self.embed_dim = model.config["out_embed_dim"]
         if not trainable:
             self.model.eval().requires_grad_(False)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, trainable: bool = False, **spec: Any) -> "ImageBindEncoder":
+                        dtype: torch.dtype | None = None, trainable: bool = False,
+                        preprocess: dict[str, Any] | None = None, **spec: Any) -> "ImageBindEncoder":
         """The official ``imagebind_huge.pth`` (or any ``.pth`` in that layout), or a folder holding one with an
-        optional ``config.json`` of ImageBindModel arguments (as ``save_pretrained`` writes). Without a config
-        the huge spec is used; keyword arguments override it."""
+        optional ``config.json`` of ImageBindModel arguments and a ``"preprocess"`` block (as ``save_pretrained``
+        writes). Without a config the huge spec and the reference's clips are used; keyword arguments
+        (``preprocess`` settings, model sizes) override it."""
         path = Path(name_or_path)
         config = dict(HUGE)
         if path.is_dir():
@@ -93,19 +137,25 @@ class ImageBindEncoder(nn.Module):
                 raise CheckpointError(f"{path}: expected one .pth file in the folder, found "
                                       f"{[w.name for w in weights] or 'none'}; download {CHECKPOINT_URL} into it")
             path = weights[0]
+        clips = {**config.pop("preprocess", {}), **(preprocess or {})}
         model = load_imagebind(path, **{**config, **spec})
-        return cls(model.to(device=device, dtype=dtype), trainable=trainable)
+        return cls(model.to(device=device, dtype=dtype), trainable=trainable, preprocess=clips)
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None = None, trainable: bool = False) -> "ImageBindEncoder":
-        """Random weights: ``ImageBindModel(**config)``; no config means the huge spec."""
-        return cls(ImageBindModel(**check_spec(HUGE if config is None else config)), trainable=trainable)
+        """Random weights: ``ImageBindModel(**config)`` with an optional ``"preprocess"`` block, as in
+        ``config.json``; no config means the huge spec."""
+        config = dict(HUGE if config is None else config)
+        clips = config.pop("preprocess", None)
+        return cls(ImageBindModel(**check_spec(config)), trainable=trainable, preprocess=clips)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """``config.json`` + the weights in the official ``.pth`` layout; ``from_pretrained(directory)`` reads both."""
+        """``config.json`` (model arguments + the ``"preprocess"`` block) + the weights in the official ``.pth``
+        layout; ``from_pretrained(directory)`` reads all three."""
         directory = Path(directory)
         save_checkpoint(self.model, directory / WEIGHTS_FILE)
-        (directory / CONFIG_FILE).write_text(json.dumps(self.model.config, indent=2))
+        config = {**self.model.config, "preprocess": asdict(self.clips)}
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         return directory
 
     def preprocess(self, items: list[Media | str]) -> MediaBatch:
@@ -120,7 +170,7 @@ class ImageBindEncoder(nn.Module):
         if modality == Modality.TEXT:
             inputs = tokenize(items)  # [B, 77]
         else:
-            inputs = torch.stack([PREPROCESS[modality](item) for item in items])
+            inputs = torch.stack([PREPROCESS[modality](item, self.model.config, self.clips) for item in items])
         return MediaBatch(modality, {INPUT_KEYS[modality]: inputs})
 
     @torch.inference_mode()

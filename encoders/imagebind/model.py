@@ -49,7 +49,12 @@ def _conv_stem(in_channels: int, dim: int, kernel_size: int, stride: int) -> Pat
 
 class ImageBindModel(nn.Module):
     """The full six-modality model. Keyword arguments and their defaults are the reference's; the huge
-    checkpoint uses ``HUGE`` on top of them (see ``imagebind_huge``). ``config`` holds every argument."""
+    checkpoint uses ``HUGE`` on top of them (see ``imagebind_huge``). ``config`` holds every argument.
+
+    ``image_size`` is ours (the reference fixes 224; it comes last so that positional calls stay the
+    reference's): the side of the square images, video frames, depth and thermal maps the model is built
+    for. Their learned position grids follow it, so a tiny model can take 32x32 images with
+    ``kernel_size=(2, 4, 4)``; ``ImageBindEncoder.preprocess`` resizes to it."""
 
     def __init__(self, video_frames=2, kernel_size=(2, 14, 14), audio_kernel_size=16, audio_stride=10,
                  out_embed_dim=768, vision_embed_dim=1024, vision_num_blocks=24, vision_num_heads=16,
@@ -58,7 +63,7 @@ class ImageBindModel(nn.Module):
                  text_num_heads=12, depth_embed_dim=384, depth_kernel_size=16, depth_num_blocks=12,
                  depth_num_heads=8, depth_drop_path=0.0, thermal_embed_dim=768, thermal_kernel_size=16,
                  thermal_num_blocks=12, thermal_num_heads=12, thermal_drop_path=0.0, imu_embed_dim=512,
-                 imu_kernel_size=8, imu_num_blocks=6, imu_num_heads=8, imu_drop_path=0.7):
+                 imu_kernel_size=8, imu_num_blocks=6, imu_num_heads=8, imu_drop_path=0.7, image_size=IMAGE_SIZE):
         super().__init__()
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.config["kernel_size"] = tuple(kernel_size)
@@ -70,14 +75,14 @@ class ImageBindModel(nn.Module):
             ImageToClip(video_frames),
             nn.Conv3d(3, vision_embed_dim, kernel_size=kernel_size, stride=kernel_size, bias=False)))
         self.modality_preprocessors = nn.ModuleDict({
-            V: PatchTokenizer(V, vision_stem, (3, video_frames, IMAGE_SIZE, IMAGE_SIZE)),
+            V: PatchTokenizer(V, vision_stem, (3, video_frames, image_size, image_size)),
             T: TextTokenizer(TEXT_VOCAB_SIZE, TEXT_CONTEXT_LENGTH, text_embed_dim),
             A: PatchTokenizer(A, _conv_stem(1, audio_embed_dim, audio_kernel_size, audio_stride),
                               (1, audio_num_mel_bins, audio_target_len)),
             D: PatchTokenizer(D, _conv_stem(1, depth_embed_dim, depth_kernel_size, depth_kernel_size),
-                              (1, IMAGE_SIZE, IMAGE_SIZE), stem_name="depth_stem"),
+                              (1, image_size, image_size), stem_name="depth_stem"),
             TH: PatchTokenizer(TH, _conv_stem(1, thermal_embed_dim, thermal_kernel_size, thermal_kernel_size),
-                               (1, IMAGE_SIZE, IMAGE_SIZE)),
+                               (1, image_size, image_size)),
             I: IMUTokenizer(imu_embed_dim, imu_kernel_size, IMU_CHANNELS, IMU_SAMPLES),
         })
         # (blocks, heads, layer norm before the trunk, learned extra key/value, stochastic depth)
@@ -98,8 +103,9 @@ class ImageBindModel(nn.Module):
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``{modality: tensor}`` -> ``{modality: [B, out_embed_dim]}``.
 
-        Shapes per item: vision [3, 224, 224] or clips [S, 3, 2, 224, 224]; text [77] ids; audio
-        [S, 1, 128, 204]; depth and thermal [1, 224, 224]; imu [6, 2000]. Any input of 5 or more dims
+        Shapes per item (at the defaults; 224 is ``image_size``, 2 ``video_frames``, 128 x 204
+        ``audio_num_mel_bins`` x ``audio_target_len``): vision [3, 224, 224] or clips [S, 3, 2, 224, 224];
+        text [77] ids; audio [S, 1, 128, 204]; depth and thermal [1, 224, 224]; imu [6, 2000]. Any input of 5 or more dims
         is a list of S clips per item: each clip is embedded and the S embeddings are averaged after the
         postprocessor (so they are not unit length any more).
         """

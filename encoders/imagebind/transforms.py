@@ -32,9 +32,9 @@ FBANK_FRAME_MS, FBANK_SHIFT_MS = 25, 10
 
 
 @lru_cache(maxsize=None)
-def _image_transform(grayscale: bool) -> transforms.Compose:
-    steps = [transforms.Resize(IMAGE_SIZE, interpolation=transforms.InterpolationMode.BICUBIC),
-             transforms.CenterCrop(IMAGE_SIZE), transforms.ToTensor()]
+def _image_transform(grayscale: bool, size: int) -> transforms.Compose:
+    steps = [transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
+             transforms.CenterCrop(size), transforms.ToTensor()]
     if not grayscale:
         steps.append(transforms.Normalize(mean=CLIP_MEAN, std=CLIP_STD))
     return transforms.Compose(steps)
@@ -46,14 +46,14 @@ def to_pil(pixels: torch.Tensor) -> PILImage.Image:
     return PILImage.fromarray(array[..., 0] if array.shape[2] == 1 else array)
 
 
-def transform_image(image: PILImage.Image) -> torch.Tensor:
-    """RGB image -> [3, 224, 224]: shorter side to 224 (PIL bicubic), centre crop, CLIP mean/std."""
-    return _image_transform(False)(image.convert("RGB"))
+def transform_image(image: PILImage.Image, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """RGB image -> [3, size, size]: shorter side to ``size`` (PIL bicubic), centre crop, CLIP mean/std."""
+    return _image_transform(False, size)(image.convert("RGB"))
 
 
-def transform_thermal(image: PILImage.Image) -> torch.Tensor:
-    """(ours) Grayscale thermal image -> [1, 224, 224] in [0, 1]: same resize and crop as RGB, no mean/std."""
-    return _image_transform(True)(image.convert("L"))
+def transform_thermal(image: PILImage.Image, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """(ours) Grayscale thermal image -> [1, size, size] in [0, 1]: same resize and crop as RGB, no mean/std."""
+    return _image_transform(True, size)(image.convert("L"))
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -148,11 +148,14 @@ def short_side_scale(frames: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
 
 
-def three_crops(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """[..., H, W] -> [3, ..., size, size]: start, centre and end crops along the longer side."""
+def spatial_crops(frames: torch.Tensor, size: int, crops: int = 3) -> torch.Tensor:
+    """[..., H, W] -> [crops, ..., size, size]: 3 crops are the start, centre and end along the longer side
+    (the reference); 1 is the centre crop alone."""
     height, width = frames.shape[-2:]
     y, x = math.ceil((height - size) / 2), math.ceil((width - size) / 2)
-    if height > width:
+    if crops == 1:
+        offsets = [(y, x)]
+    elif height > width:
         offsets = [(0, x), (y, x), (height - size, x)]
     else:
         offsets = [(y, 0), (y, x), (y, width - size)]
@@ -160,12 +163,12 @@ def three_crops(frames: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def transform_video(frames: torch.Tensor, fps: float, *, clip_duration: float = 2, clips_per_video: int = 5,
-                    frames_per_clip: int = 2) -> torch.Tensor:
-    """Video [T, 3, H, W] in [0, 1] -> [clips_per_video * 3, 3, frames_per_clip, 224, 224].
+                    frames_per_clip: int = 2, crops: int = 3, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Video [T, 3, H, W] in [0, 1] -> [clips_per_video * crops, 3, frames_per_clip, size, size].
 
     ``clips_per_video`` windows of ``clip_duration`` s (as for audio); from each, ``frames_per_clip``
-    evenly spaced frames (first and last for 2); shorter side to 224, CLIP mean/std, then 3 spatial crops.
-    Order: clip-major, crops inside, as the reference.
+    evenly spaced frames (first and last for 2); shorter side to ``size``, CLIP mean/std, then ``crops``
+    spatial crops (3 or 1, see ``spatial_crops``). Order: clip-major, crops inside, as the reference.
     """
     count = frames.shape[0]
     times = torch.arange(count, dtype=torch.float64) / fps  # presentation time of each frame
@@ -177,10 +180,10 @@ def transform_video(frames: torch.Tensor, fps: float, *, clip_duration: float = 
         chosen = torch.linspace(0, inside.numel() - 1, frames_per_clip).clamp(0, inside.numel() - 1).long()
         picked.append(inside[chosen])
     clips = frames[torch.stack(picked).flatten()]  # [S * F, 3, H, W]
-    clips = short_side_scale(clips.float(), IMAGE_SIZE)
+    clips = short_side_scale(clips.float(), size)
     clips = transforms.functional.normalize(clips, CLIP_MEAN, CLIP_STD)
-    crops = three_crops(clips.unflatten(0, (clips_per_video, frames_per_clip)), IMAGE_SIZE)  # [3, S, F, 3, h, w]
-    return crops.permute(1, 0, 3, 2, 4, 5).flatten(0, 1).contiguous()  # [S * 3, 3, F, 224, 224]
+    cropped = spatial_crops(clips.unflatten(0, (clips_per_video, frames_per_clip)), size, crops)  # [C, S, F, 3, h, w]
+    return cropped.permute(1, 0, 3, 2, 4, 5).flatten(0, 1).contiguous()  # [S * C, 3, F, size, size]
 
 
 # ------------------------------------------------------------------------------------ depth, IMU (ours)
@@ -191,12 +194,12 @@ def depth_to_disparity(depth: torch.Tensor) -> torch.Tensor:
     return torch.where(depth > 0, 1.0 / depth.clamp(min=1e-6), torch.zeros_like(depth))
 
 
-def transform_depth(disparity: torch.Tensor) -> torch.Tensor:
-    """(ours) Disparity [1, H, W] -> [1, 224, 224]: shorter side to 224 (bilinear), centre crop."""
+def transform_depth(disparity: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """(ours) Disparity [1, H, W] -> [1, size, size]: shorter side to ``size`` (bilinear), centre crop."""
     if disparity.ndim != 3 or disparity.shape[0] != 1:
         raise MediaError(f"a depth map must have shape [1, H, W], got {tuple(disparity.shape)}")
-    scaled = transforms.functional.resize(disparity, IMAGE_SIZE, antialias=True)
-    return transforms.functional.center_crop(scaled, IMAGE_SIZE)
+    scaled = transforms.functional.resize(disparity, size, antialias=True)
+    return transforms.functional.center_crop(scaled, size)
 
 
 def transform_imu(signals: torch.Tensor, num_samples: int = 2000) -> torch.Tensor:
