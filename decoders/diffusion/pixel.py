@@ -6,8 +6,8 @@ a free stand-in for a VAE, 4x cheaper than raw 32x32 pixels):
     modality  media                        UNet sample (unshuffle)
     image     [3, 32, 32] in [0, 1]        [12, 16, 16]  (2)
     video     [8, 3, 16, 16] in [0, 1]     [24, 16, 16]  (1: the 8 frames stacked as channels)
-    audio     [1, 16000] 16 kHz            log-mel [1, 32 bins, 32 frames] -> [4, 16, 16]  (2); back to a
-                                           waveform by torchaudio's InverseMelScale + GriffinLim
+    audio     [1, 16000] 16 kHz            log-mel [1, 128 bins, 64 frames] -> [16, 32, 16]  (4); back to a
+                                           waveform by spectral peaks + torchaudio's GriffinLim
 
 ``PixelDiffusionPipeline`` is a diffusers ``DiffusionPipeline`` (unet, DDIM scheduler, CLIP tokenizer and text
 encoder) that saves and loads with ``save_pretrained`` / ``from_pretrained``; ``PixelDiffusionDecoder`` is
@@ -34,10 +34,13 @@ from ..options import merge_spec
 from .base import DiffusionDecoder
 from .tiny import tiny_clip_text, tiny_unet_layout
 
-# media size and unshuffle factor per modality: (media channels, media side, unshuffle)
-LAYOUTS = {"image": (3, 32, 2), "video": (3 * 8, 16, 1), "audio": (1, 32, 2)}
-# peak-normalised log-mel values of the world's sounds span about [-4, 11.5]: this maps them into [-1, 1]
-LOG_MEL_CENTER, LOG_MEL_SCALE = 3.5, 8.0
+# media size and unshuffle factor per modality: (media channels, height, width, unshuffle). Audio needs 128
+# mel bins: with fewer, the judge hears the smeared partials of a pure tone as vibrato (a circle as a cross)
+LAYOUTS = {"image": (3, 32, 32, 2), "video": (3 * 8, 16, 16, 1), "audio": (1, 128, 64, 4)}
+# peak-normalised log-mel values of the world's sounds span about [-5.5, 11]: this maps them into [-1, 1]
+LOG_MEL_CENTER, LOG_MEL_SCALE = 3.0, 8.5
+# the quietest spectral level, relative to the clip's loudest, that is treated as a partial rather than noise
+PARTIAL_FLOOR = 1e-3
 
 TINY_PIXEL = {
     "modality": "image",  # image | video | audio
@@ -58,6 +61,11 @@ class PixelDiffusionOutput(BaseOutput):
     media: torch.Tensor
 
 
+def _pair(size: int | list[int]) -> tuple[int, int]:
+    """A UNet's ``sample_size``: one side (square) or [height, width]."""
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
 class PixelDiffusionPipeline(DiffusionPipeline):
     """Text-conditioned DDIM sampling straight in (unshuffled) media space, with classifier-free guidance."""
 
@@ -66,15 +74,16 @@ class PixelDiffusionPipeline(DiffusionPipeline):
     def __init__(self, unet: UNet2DConditionModel, scheduler: DDIMScheduler, tokenizer: CLIPTokenizer,
                  text_encoder: CLIPTextModel, modality: str = "image", unshuffle: int = 2, frames: int = 8,
                  fps: float = 8.0, sample_rate: int = 16_000, seconds: float = 1.0, n_fft: int = 1024,
-                 hop_length: int = 512, guidance_scale: float = 3.0):
+                 hop_length: int = 252, guidance_scale: float = 3.0):
         super().__init__()
         if modality not in LAYOUTS:
             raise ConfigError(f"unknown modality {modality!r} for a pixel diffusion pipeline; use one of {sorted(LAYOUTS)}")
         self.register_modules(unet=unet, scheduler=scheduler, tokenizer=tokenizer, text_encoder=text_encoder)
         self.register_to_config(modality=modality, unshuffle=unshuffle, frames=frames, fps=fps, sample_rate=sample_rate,
                                 seconds=seconds, n_fft=n_fft, hop_length=hop_length, guidance_scale=guidance_scale)
-        channels = unet.config.in_channels // unshuffle ** 2
-        self.media_shape = (channels, unet.config.sample_size * unshuffle, unet.config.sample_size * unshuffle)
+        height, width = _pair(unet.config.sample_size)
+        self.sample_shape = (unet.config.in_channels, height, width)  # what the UNet denoises
+        self.media_shape = (unet.config.in_channels // unshuffle ** 2, height * unshuffle, width * unshuffle)
         if modality == "audio":  # the log-mel "image": bins x frames of a clip of ``seconds``
             bins, frames_per_clip = self.media_shape[1:]
             self.num_samples = round(seconds * sample_rate)
@@ -82,7 +91,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                 raise ConfigError(f"{seconds} s at hop {hop_length} gives {1 + self.num_samples // hop_length} mel "
                                   f"frames, but the UNet is {frames_per_clip} frames wide; change hop_length or seconds")
             self.mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=bins)
-            self.inverse_mel = torchaudio.transforms.InverseMelScale(n_fft // 2 + 1, bins, sample_rate)
+            filters = self.mel.mel_scale.fb  # [frequencies, bins]
+            self.unmel = filters / filters.sum(1, keepdim=True).clamp_min(1e-8)  # each bin spread over its band
             self.griffin_lim = torchaudio.transforms.GriffinLim(n_fft, hop_length=hop_length, length=self.num_samples)
 
     # ---- media <-> UNet samples ------------------------------------------------------------------------
@@ -107,8 +117,17 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         if self.config.modality == "video":
             return ((x + 1) / 2).unflatten(1, (self.config.frames, 3))  # [B, T, 3, H, W]
         mel_power = (x[:, 0].cpu() * LOG_MEL_SCALE + LOG_MEL_CENTER).exp()  # [B, bins, frames]
-        waves = self.griffin_lim(self.inverse_mel(mel_power))  # [B, N]
+        waves = self.griffin_lim(self._partials(self.unmel @ mel_power))  # [B, N]
         return (0.5 * waves / waves.abs().amax(-1, keepdim=True).clamp_min(1e-8))[:, None]
+
+    @staticmethod
+    def _partials(power: torch.Tensor) -> torch.Tensor:
+        """Power spectra [B, frequencies, frames] spread from mel bins -> only their local peaks (over 5
+        frequencies) where the clip is loud: the world's sounds are sums of partials, and Griffin-Lim turns a
+        smeared band into a warble. Quiet parts (noise, gaps between beeps) stay as they are."""
+        peaks = power == F.max_pool1d(power.transpose(1, 2), 5, 1, 2).transpose(1, 2)  # pooled over frequency
+        loud = power > PARTIAL_FLOOR * power.amax((1, 2), keepdim=True)
+        return torch.where(loud & ~peaks, torch.zeros_like(power), power)
 
     # ---- text ---------------------------------------------------------------------------------------------
 
@@ -142,8 +161,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             if negative_prompt_embeds is None:
                 negative_prompt_embeds = self.encode_prompt([""], self.device)[0].expand_as(condition)
             condition = torch.cat([negative_prompt_embeds.to(self.device, dtype), condition])  # [2B, tokens, width]
-        channels, side = self.unet.config.in_channels, self.unet.config.sample_size
-        sample = randn_tensor((batch, channels, side, side), generator=generator, device=self.device, dtype=dtype)
+        sample = randn_tensor((batch, *self.sample_shape), generator=generator, device=self.device, dtype=dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         sample = sample * self.scheduler.init_noise_sigma
         for t in self.progress_bar(self.scheduler.timesteps):
@@ -185,11 +203,11 @@ class PixelDiffusionDecoder(DiffusionDecoder):
         spec = merge_spec(TINY_PIXEL, spec, "pixel diffusion")
         if spec["modality"] not in LAYOUTS:
             raise ConfigError(f"unknown modality {spec['modality']!r}; use one of {sorted(LAYOUTS)}")
-        channels, side, unshuffle = LAYOUTS[spec["modality"]]
+        channels, height, width, unshuffle = LAYOUTS[spec["modality"]]
         torch.manual_seed(spec["seed"])
-        layout = tiny_unet_layout(spec["block_out_channels"], spec["layers_per_block"], side // unshuffle)
-        layout.update(sample_size=side // unshuffle, in_channels=channels * unshuffle ** 2,
-                      out_channels=channels * unshuffle ** 2)  # tiny_unet_layout assumes a VAE's 4 latent channels
+        layout = tiny_unet_layout(spec["block_out_channels"], spec["layers_per_block"], height)
+        layout.update(sample_size=(height // unshuffle, width // unshuffle), in_channels=channels * unshuffle ** 2,
+                      out_channels=channels * unshuffle ** 2)  # tiny_unet_layout assumes a square VAE latent
         unet = UNet2DConditionModel(**layout, cross_attention_dim=spec["cross_attention_dim"])
         tokenizer, text_encoder = tiny_clip_text(spec["cross_attention_dim"], spec["num_tokens"], spec["words"])
         pipeline = PixelDiffusionPipeline(unet=unet, scheduler=DDIMScheduler(), tokenizer=tokenizer,
