@@ -16,7 +16,7 @@ from .. import io
 from ..errors import AnyModalError
 from ..media import Modality, Turn
 from . import metrics
-from .judges import load_or_train_judges
+from .judges import DEFAULT_JUDGES_DIR, load_or_train_judges
 from .render import world_items
 from .spoken import speak
 from .tasks import spoken_question_text
@@ -51,7 +51,7 @@ def evaluate(model, n: int = 64, seed: int = 0, judges_dir: str | Path | None = 
     encoders, decoders = set(model.config.encoders), set(model.config.decoders)
     needed = [JUDGE_OF[m] for m in decoders if m in JUDGE_OF] + (["image"] if model.config.retrieval.enabled else [])
     needed += ["speech"] if model.config.speech_units else []
-    judges = load_or_train_judges(judges_dir or Path.home() / ".cache/anymodal/toyworld-judges", sorted(set(needed)),
+    judges = load_or_train_judges(judges_dir or DEFAULT_JUDGES_DIR, sorted(set(needed)),
                                   seed=seed, progress=progress)
 
     def ask(turns: list[Turn], desc: str, **options):
@@ -92,14 +92,14 @@ def evaluate(model, n: int = 64, seed: int = 0, judges_dir: str | Path | None = 
         judged = [judge.predict(r.media(Modality(modality))[:1])[0] if r.media(Modality(modality)) else {}
                   for r in answers]
         rows.append(Row(path, metrics.judged_accuracy(judged, things, JUDGED[modality]),
-                        judge=_judge_score(judge_scores, JUDGED[modality])))
+                        judge=judge_score(judge_scores, JUDGED[modality])))
 
     rows += _retrieval_rows(model, things, judges, ask)
     rows += _speech_rows(model, items, judges, progress)
     return rows
 
 
-def _judge_score(scores: dict[str, float], attributes: tuple[str, ...]) -> float:
+def judge_score(scores: dict[str, float], attributes: tuple[str, ...]) -> float:
     """The judge's accuracy on the attributes a row scores (the weakest one: a lower bound on all of them)."""
     return min(scores[a] for a in attributes)
 
@@ -111,7 +111,7 @@ def _retrieval_rows(model, things, judges, ask) -> list[Row]:
     judge, judge_scores = judges["image"]
     answers = ask([Turn.user(f"show me {t.caption}") for t in things], "retrieve", retrieval_k=5)
     hits = [[_found(judge, r.uri, t) for r in answer.retrieved] or [False] for answer, t in zip(answers, things)]
-    score = _judge_score(judge_scores, ("shape", "colour", "size"))
+    score = judge_score(judge_scores, ("shape", "colour", "size"))
     return [Row(paths[0], metrics.recall_at_k(hits, 1), judge=score), Row(paths[1], metrics.recall_at_k(hits, 5), judge=score)]
 
 

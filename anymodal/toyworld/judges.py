@@ -250,6 +250,9 @@ def load_judge(directory: str | Path) -> tuple[nn.Module, dict[str, float]]:
     return judge.eval(), meta["accuracy"]
 
 
+DEFAULT_JUDGES_DIR = Path.home() / ".cache/anymodal/toyworld-judges"  # trained once, shared by every eval
+
+
 def load_or_train_judges(directory: str | Path, kinds: list[str], seed: int = 0,
                          progress: bool = True) -> dict[str, tuple[nn.Module, dict[str, float]]]:
     """Judges of ``kinds`` from ``directory/<kind>``, training (and saving) those that are not there yet."""

@@ -7,6 +7,8 @@ reloaded in their published layout, just with a tiny vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from diffusers import AutoencoderKL, DDIMScheduler
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, RobertaTokenizer
@@ -20,13 +22,25 @@ def tiny_scheduler() -> DDIMScheduler:
     return DDIMScheduler(**SD_SCHEDULER)
 
 
-def tiny_clip_tokenizer(max_length: int = 77) -> CLIPTokenizer:
-    """CLIP BPE tokenizer over single bytes; ids 0/1 are <|startoftext|>/<|endoftext|> (also the pad)."""
+def tiny_clip_tokenizer(max_length: int = 77, words: Sequence[str] = ()) -> CLIPTokenizer:
+    """CLIP BPE tokenizer over single bytes; ids 0/1 are <|startoftext|>/<|endoftext|> (also the pad).
+
+    Each of ``words`` (lower-case letters) also gets merges that build it back into one token, so that a
+    small closed vocabulary (the toy world's) is one token per word while any other text still tokenizes,
+    byte by byte."""
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for char in sorted(ByteLevel.alphabet()):
         vocab[char] = len(vocab)
         vocab[char + "</w>"] = len(vocab)  # CLIP marks the last piece of each word
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+    merges = []
+    for word in words:  # left to right: "c i", "ci r", ..., "circl e</w>"
+        for end in range(2, len(word) + 1):
+            left, right = word[:end - 1], word[end - 1] + ("</w>" if end == len(word) else "")
+            merged = left + right
+            if merged not in vocab:
+                vocab[merged] = len(vocab)
+                merges.append((left, right))
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
 def tiny_roberta_tokenizer(max_length: int = 77) -> RobertaTokenizer:
@@ -57,9 +71,10 @@ def tiny_vae(channels: list[int], sample_size: int, in_channels: int = 3) -> Aut
         norm_num_groups=min(channels[0], 32), sample_size=sample_size)
 
 
-def tiny_clip_text(width: int, num_tokens: int) -> tuple[CLIPTokenizer, CLIPTextModel]:
-    """The Stable Diffusion family's text side: CLIP tokenizer + a 2-layer CLIP text model of ``width``."""
-    tokenizer = tiny_clip_tokenizer(num_tokens)
+def tiny_clip_text(width: int, num_tokens: int, words: Sequence[str] = ()) -> tuple[CLIPTokenizer, CLIPTextModel]:
+    """The Stable Diffusion family's text side: CLIP tokenizer (``words`` as single tokens) + a 2-layer CLIP
+    text model of ``width``."""
+    tokenizer = tiny_clip_tokenizer(num_tokens, words)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=width, intermediate_size=37, num_attention_heads=4,
         num_hidden_layers=2, max_position_embeddings=num_tokens, bos_token_id=0, eos_token_id=1, pad_token_id=1))
