@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -146,8 +147,12 @@ def build(schema: type[T], *sources: Any, overrides: list[str] | None = None) ->
             key, sep, value = override.partition("=")
             if not sep or not key:
                 raise ConfigError(f"an override must be key=value (e.g. train.steps=50), got {override!r}")
+            try:
+                parsed = OmegaConf.from_dotlist([f"v={value}"])["v"]
+            except yaml.YAMLError as e:
+                raise ConfigError(f"override {override!r}: the value is not valid YAML ({_first_line(e)})") from None
             # update, not merge: list items by index ("stages.0.steps=7") stay list items
-            OmegaConf.update(merged, key, OmegaConf.from_dotlist([f"v={value}"])["v"], merge=True)
+            OmegaConf.update(merged, key, parsed, merge=True)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"

@@ -253,14 +253,15 @@ def load_judge(directory: str | Path) -> tuple[nn.Module, dict[str, float]]:
 DEFAULT_JUDGES_DIR = Path.home() / ".cache/anymodal/toyworld-judges"  # trained once, shared by every eval
 
 
-def load_or_train_judges(directory: str | Path, kinds: list[str], seed: int = 0,
-                         progress: bool = True) -> dict[str, tuple[nn.Module, dict[str, float]]]:
-    """Judges of ``kinds`` from ``directory/<kind>``, training (and saving) those that are not there yet."""
+def load_or_train_judges(directory: str | Path, kinds: list[str], seed: int = 0, progress: bool = True,
+                         **train_options) -> dict[str, tuple[nn.Module, dict[str, float]]]:
+    """Judges of ``kinds`` from ``directory/<kind>``, training (and saving) those that are not there yet;
+    ``train_options`` (n, steps, batch_size, n_eval) go to ``train_judge``."""
     judges = {}
     for kind in kinds:
         folder = Path(directory) / kind
         if not (folder / "judge.json").exists():
-            judge, accuracy = train_judge(kind, seed=seed, progress=progress)
+            judge, accuracy = train_judge(kind, seed=seed, progress=progress, **train_options)
             save_judge(judge, folder, accuracy)
         judges[kind] = load_judge(folder)
     return judges

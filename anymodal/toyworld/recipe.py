@@ -59,6 +59,7 @@ class ToyWorldSpec:
     seed: int = 0
     world: WorldStep = field(default_factory=WorldStep)
     encoder: dict[str, Any] = field(default_factory=dict)  # keyword arguments of toyworld.encoder.train_encoder
+    judges: dict[str, Any] = field(default_factory=dict)  # keyword arguments of toyworld.judges.train_judge
     decoders: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> toyworld.decoder.train_decoder kwargs
     llm: dict[str, Any] = field(default_factory=dict)  # keyword arguments of toyworld.language.train_llm
     speech: dict[str, Any] = field(default_factory=dict)  # keyword arguments of toyworld.speech.build_speech
@@ -137,12 +138,12 @@ def _steps(spec: ToyWorldSpec, out: Path, progress: bool) -> list[tuple[str, Cal
     seed = spec.seed
     steps: list[tuple[str, Callable[[Path], dict]]] = [
         ("world", lambda folder: _world(folder, spec.world, seed, progress)),
-        ("judges", lambda folder: _judges(folder, seed, progress)),
+        ("judges", lambda folder: _judges(folder, spec.judges, seed, progress)),
         ("encoder", lambda folder: _encoder(folder, spec.encoder, seed, progress)),
     ]
     for kind, options in spec.decoders.items():
         steps.append((f"decoder_{kind}", lambda folder, kind=kind, options=options:
-                      _decoder(kind, folder, options, seed, progress)))
+                      _decoder(kind, folder, out / "judges", options, seed, progress)))
     steps += [("llm", lambda folder: _llm(folder, spec.llm, seed, progress)),
               ("speech", lambda folder: _speech(folder, out, spec, progress)),
               ("index", lambda folder: _index(folder, out, spec.gallery, seed, progress))]
@@ -165,10 +166,10 @@ def _world(folder: Path, world: WorldStep, seed: int, progress: bool) -> dict:
     return {"train": world.train, "validation": world.eval, "test": world.eval}
 
 
-def _judges(folder: Path, seed: int, progress: bool) -> dict:
+def _judges(folder: Path, options: dict, seed: int, progress: bool) -> dict:
     from .judges import load_or_train_judges
 
-    judges = load_or_train_judges(folder, ["image", "sound", "video", "speech"], seed=seed, progress=progress)
+    judges = load_or_train_judges(folder, ["image", "sound", "video", "speech"], seed=seed, progress=progress, **options)
     return {kind: scores for kind, (_, scores) in judges.items()}
 
 
@@ -178,10 +179,11 @@ def _encoder(folder: Path, options: dict, seed: int, progress: bool) -> dict:
     return train_encoder(folder, seed=seed, progress=progress, **options)
 
 
-def _decoder(kind: str, folder: Path, options: dict, seed: int, progress: bool) -> dict:
+def _decoder(kind: str, folder: Path, judges: Path, options: dict, seed: int, progress: bool) -> dict:
     from .decoder import train_decoder
+    from .evaluate import KIND_OF
 
-    return train_decoder(kind, folder, seed=seed, progress=progress, **options)
+    return train_decoder(KIND_OF[kind], folder, seed=seed, judges_dir=judges, progress=progress, **options)
 
 
 def _llm(folder: Path, options: dict, seed: int, progress: bool) -> dict:
