@@ -232,8 +232,9 @@ def _stage(folder: Path, out: Path, stage: StageStep, spec: ToyWorldSpec, previo
                   "log_every": stage.log_every},
         "output_dir": str(folder)})
     trainer = Trainer(recipe)
+    before = trainer.evaluate()
     trainer.fit()
-    return {"eval": trainer.evaluate()}
+    return {"eval_before": before, "eval": trainer.evaluate()}
 
 
 def _eval(folder: Path, out: Path, last_stage: str, spec: ToyWorldSpec, progress: bool) -> dict:
