@@ -19,7 +19,7 @@ def smoke_overrides(out: Path) -> list[str]:
             *(f"toyworld.decoders.{kind}={tiny_decoder}" for kind in ("image", "video", "audio")),
             "toyworld.llm={steps: 4, n_train: 32, n_eval: 8, batch_size: 8}",
             "toyworld.speech={train_items: 8, eval_items: 4}", "toyworld.gallery=12", "toyworld.eval_items=4",
-            *(f"toyworld.stages.{i}.{key}={value}" for i in range(3) for key, value in (("steps", 6), ("batch_size", 4)))]
+            *(f"toyworld.stages.{i}.{key}={value}" for i in range(4) for key, value in (("steps", 6), ("batch_size", 4)))]
 
 
 @pytest.mark.slow
