@@ -296,13 +296,14 @@ def load_unitizer(directory: str | Path) -> Unitizer:
 def build_log_mel_speech(clips: list[Audio], num_units: int, features: LogMelFeatures | None = None, seed: int = 0,
                          progress: bool = True) -> tuple[LogMelUnitizer, Vocoder]:
     """A log-mel unitizer (k-means, ``num_units`` with the silence unit) and a Griffin-Lim vocoder (each unit's
-    mean spectrum) fitted on ``clips``: seconds, no training. ``anymodal speech-build`` and the toy world use it."""
+    spectra in context) fitted on ``clips``: seconds, no training. ``anymodal speech-build`` and the toy world use it."""
     from tqdm.auto import tqdm
 
     unitizer = LogMelUnitizer.fit(clips, num_units, features, seed=seed)
     frame_units = [unitizer.frame_units(c) for c in tqdm(clips, desc="units", unit="clip", disable=not progress)]
     vocoder = registry.resolve("decoders", "griffin-lim").fit(clips, frame_units, unitizer.num_units,
-                                                              hop_length=unitizer.hop_length)
+                                                              hop_length=unitizer.hop_length,
+                                                              silence_unit=unitizer.silence_unit)
     return unitizer, vocoder
 
 

@@ -13,6 +13,7 @@ from anymodal.tokens import units_text
 from anymodal.speech_features import LogMelFeatures, LogMelUnitizer, prepare_speech, read_speech
 from anymodal.speech_units import dedup
 from decoders.griffinlim import GriffinLimVocoder
+from safetensors.torch import load_file, save_file
 from anymodal.speech_synth import RATE, corpus, utterance
 from speech_fixtures import build_model
 
@@ -29,7 +30,8 @@ def unitizer(clips):
 
 @pytest.fixture(scope="module")
 def vocoder(clips, unitizer):
-    return GriffinLimVocoder.fit(clips[:32], [unitizer.frame_units(c) for c in clips[:32]], unitizer.num_units)
+    return GriffinLimVocoder.fit(clips[:32], [unitizer.frame_units(c) for c in clips[:32]], unitizer.num_units,
+                                 silence_unit=unitizer.silence_unit)
 
 
 # ------------------------------------------------------------------------------------ input checks
@@ -113,13 +115,14 @@ def test_griffin_lim_round_trip_and_length(clips, unitizer, vocoder, tmp_path):
         units = unitizer.units(clip)
         audio = vocoder.decode_units([units])[0]
         assert audio.sample_rate == 16000 and audio.waveform.shape[0] == 1
-        frames = int(vocoder.durations[units].round().clamp(min=1).sum())
-        assert audio.waveform.shape[1] == frames * 320
+        assert audio.waveform.shape[1] == len(vocoder.frames_of(units)) * 320
+        assert abs(audio.seconds - clip.seconds) < 0.25 * clip.seconds  # context durations keep the pace
         errors += edit_distance(units, unitizer.units(audio))
         total += len(units)
-    assert errors / total < 0.15  # measured: ~2% unit error rate on this synthetic speech
+    assert errors / total < 0.15  # measured: ~3% unit error rate on this synthetic speech
     loaded = GriffinLimVocoder.from_pretrained(vocoder.save_pretrained(tmp_path / "voc"))
-    assert torch.equal(loaded.spectra, vocoder.spectra) and loaded.num_units == 16
+    assert torch.equal(loaded.context_frames, vocoder.context_frames) and loaded.num_units == 16
+    assert loaded.edge_frames == vocoder.edge_frames and loaded.silence_unit == vocoder.silence_unit == 15
     assert torch.allclose(loaded.decode_units([Units([1, 2, 3])])[0].waveform,
                           vocoder.decode_units([[1, 2, 3]])[0].waveform)
 
@@ -130,9 +133,42 @@ def test_griffin_lim_bad_input(vocoder, tmp_path):
     with pytest.raises(TokenProtocolError, match="empty"):
         vocoder.decode_units([[]])
     one = vocoder.decode_units([[3]])[0]  # a one-unit answer still speaks
-    assert one.waveform.shape[1] == vocoder.durations[3].round().clamp(min=1).long().item() * 320
+    assert one.waveform.shape[1] == len(vocoder.frames_of([3])) * 320
     with pytest.raises(CheckpointError, match="not a Griffin-Lim vocoder folder"):
         GriffinLimVocoder.from_pretrained(tmp_path)
+    folder = vocoder.save_pretrained(tmp_path / "voc")
+    tensors = load_file(folder / "spectra.safetensors")
+    save_file({**tensors, "context_durations": tensors["context_durations"] + 1}, folder / "spectra.safetensors")
+    with pytest.raises(CheckpointError, match="contexts"):
+        GriffinLimVocoder.from_pretrained(folder)
+    with pytest.raises(ConfigError, match="silence_unit"):
+        GriffinLimVocoder(vocoder.spectra, vocoder.durations, noise_floor=2.0)
+
+
+def test_griffin_lim_contexts_and_pauses(vocoder):
+    """A seen context speaks its own frames over the noise floor; a pause is the floor alone; clips open and
+    close on a short pause."""
+    first = vocoder.contexts[(vocoder.contexts[:, 0] == -1) & (vocoder.contexts[:, 2] >= 0)][0].tolist()
+    rows = vocoder.context_rows[tuple(first)]  # a context that opens an utterance: (edge, unit, next)
+    floor = vocoder.noise_floor * vocoder.spectra[vocoder.silence_unit]
+    frames = vocoder.frames_of([first[1], first[2], vocoder.silence_unit, first[1]])  # [T, F]
+    start = vocoder.edge_frames[0]
+    assert torch.allclose(frames[start:start + rows[1] - rows[0]], vocoder.context_frames[rows[0]:rows[1]] + floor)
+    assert vocoder.edge_frames[0] >= 1 and torch.equal(frames[0], floor) and torch.equal(frames[-1], floor)
+    assert vocoder.noise_floor > 0 and (frames.sum(1) > 0).all()  # never digital silence
+
+
+def test_griffin_lim_old_folders_speak_as_before(vocoder, tmp_path):
+    """A folder from before contexts (mean spectra and durations only) loads and holds each unit for its duration."""
+    save_file({"spectra": vocoder.spectra, "durations": vocoder.durations}, tmp_path / "spectra.safetensors")
+    (tmp_path / "griffinlim.json").write_text('{"num_units": 16, "sample_rate": 16000, "n_fft": 512, '
+                                              '"hop_length": 320, "n_iter": 32}')
+    old = GriffinLimVocoder.from_pretrained(tmp_path)
+    assert len(old.contexts) == 0 and old.edge_frames == (0, 0) and old.noise_floor == 0
+    frames = old.frames_of([1, 2])
+    assert torch.equal(frames, torch.cat([vocoder.spectra[u].expand(int(vocoder.durations[u].round()), -1)
+                                          for u in (1, 2)]))
+    assert old.decode_units([[1, 2]])[0].waveform.shape[1] == len(frames) * 320
 
 
 # ------------------------------------------------------------------------------------ templates

@@ -32,7 +32,8 @@ def run(args) -> int:
     train, test = clips[: args.train_clips], clips[args.train_clips:]
     start = time.perf_counter()
     unitizer = LogMelUnitizer.fit(train, args.units, seed=args.seed)
-    vocoder = GriffinLimVocoder.fit(train, [unitizer.frame_units(c) for c in train], unitizer.num_units)
+    vocoder = GriffinLimVocoder.fit(train, [unitizer.frame_units(c) for c in train], unitizer.num_units,
+                                    silence_unit=unitizer.silence_unit)
     build = time.perf_counter() - start
 
     def oracle(clip: Audio) -> Audio:  # the true magnitudes, phase recovered by the same Griffin-Lim
@@ -45,7 +46,7 @@ def run(args) -> int:
         return vocoder.decode_units([unitizer.units(clip)])[0]
 
     rows = {}
-    for name, synthesize in (("oracle STFT + Griffin-Lim", oracle), ("unit means + Griffin-Lim", ours)):
+    for name, synthesize in (("oracle STFT + Griffin-Lim", oracle), ("units in context + Griffin-Lim", ours)):
         errors = total = 0
         seconds = audio_seconds = 0.0
         for clip in test:
@@ -64,6 +65,6 @@ def run(args) -> int:
     for name, (uer, rtf) in rows.items():
         ratio = f"{uer / base_uer:.2f}x" if base_uer else "n/a"
         print(f"{name:28s} {uer:16.3f} {rtf:14.3f} {ratio:>14s}")
-    uer = rows["unit means + Griffin-Lim"][0]
+    uer = rows["units in context + Griffin-Lim"][0]
     print(f"griffinlim_unit_error_rate={uer:.3f} oracle_unit_error_rate={base_uer:.3f}")
     return 0
