@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ TOY_SPEC: dict[str, Any] = dict(
 
 CAPTIONS = sorted({thing.caption for thing in ALL_THINGS})  # 32: what images and sounds show
 MOTION_CAPTIONS = sorted({thing.motion_caption for thing in ALL_THINGS})  # 128: what videos show
+# every shape is left-right symmetric (the triangle points up), so a mirrored image shows the same thing and a
+# mirrored video the same thing moving the mirrored way: free extra training data (shape is what is slow to learn)
+MIRRORED_DIRECTION = {"left": "right", "right": "left", "up": "up", "down": "down"}
 PAIRINGS = {"image": ("vision", CAPTIONS), "sound": ("audio", CAPTIONS), "video": ("vision", MOTION_CAPTIONS)}
 
 
@@ -59,10 +63,32 @@ def _world_tensors(encoder, split: str, n: int, seed: int) -> dict[str, Any]:
     return data
 
 
-def _contrastive_losses(model, data: dict, texts: dict[str, torch.Tensor], items: torch.Tensor,
-                        videos: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One mixed batch: ``items`` [B] give image -> caption and sound <-> image pairs, ``videos`` [B] video ->
-    motion caption pairs; -> the three InfoNCE losses.
+def _mirrored_motion() -> torch.Tensor:
+    """[128]: for each motion caption, the index of its mirror image's motion caption."""
+    things = {thing.motion_caption: thing for thing in ALL_THINGS}
+    mirrored = [replace(things[c], direction=MIRRORED_DIRECTION[things[c].direction]).motion_caption
+                for c in MOTION_CAPTIONS]
+    return torch.tensor([MOTION_CAPTIONS.index(c) for c in mirrored])
+
+
+def _mirror(media: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """[B, ..., W] with the rows where ``flip`` [B] is true mirrored left-right."""
+    return torch.where(flip.view(-1, *[1] * (media.ndim - 1)), media.flip(-1), media)
+
+
+def _batch(data: dict, items: torch.Tensor, videos: torch.Tensor, flip: torch.Tensor,
+           mirrored_motion: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``items`` [B] (their image, sound, caption) and ``videos`` [B] (video, motion caption), ``flip`` [B]
+    of them mirrored."""
+    motion = data["motion"][videos]
+    return {"image": _mirror(data["image"][items], flip), "sound": data["sound"][items],
+            "caption": data["caption"][items], "video": _mirror(data["video"][videos], flip),
+            "motion": torch.where(flip, mirrored_motion[motion], motion)}
+
+
+def _contrastive_losses(model, batch: dict, texts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One mixed batch (``_batch``) -> the image -> caption, sound <-> image and video -> motion caption
+    InfoNCE losses.
 
     Text logits run against every distinct caption of the world rather than the batch's: a batch of 64
     items repeats the 32 captions, and in-batch negatives would include copies of the positive. For the
@@ -70,17 +96,17 @@ def _contrastive_losses(model, data: dict, texts: dict[str, torch.Tensor], items
     """
     out = model({"text": torch.cat([texts["caption"], texts["motion"]])})["text"]  # [32 + 128, D], scaled
     captions, motions = out[:len(CAPTIONS)], out[len(CAPTIONS):]
-    image = model({"vision": data["image"][items]})["vision"]  # [B, D] unit length
-    video = F.normalize(model({"vision": data["video"][videos]})["vision"], dim=-1)  # clip mean -> unit again
-    sound = model({"audio": data["sound"][items]})["audio"]  # [B, D], unit x the audio temperature
+    image = model({"vision": batch["image"]})["vision"]  # [B, D] unit length
+    video = F.normalize(model({"vision": batch["video"]})["vision"], dim=-1)  # clip mean -> unit again
+    sound = model({"audio": batch["sound"]})["audio"]  # [B, D], unit x the audio temperature
     # images are the anchor the sounds bind to (ImageBind binds audio to a frozen image tower): detached, so
     # that sounds cannot pull the image space away from the text
-    caption = data["caption"][items]  # [B]
+    caption = batch["caption"]  # [B]
     same = (caption[:, None] == caption[None]).float()  # [B, B]
     targets = same / same.sum(-1, keepdim=True)
     sound_logits = sound @ image.detach().T  # [B, B]
     return {"image": F.cross_entropy(image @ captions.T, caption),
-            "video": F.cross_entropy(video @ motions.T, data["motion"][videos]),
+            "video": F.cross_entropy(video @ motions.T, batch["motion"]),
             "sound": (F.cross_entropy(sound_logits, targets) + F.cross_entropy(sound_logits.T, targets)) / 2}
 
 
@@ -113,8 +139,8 @@ def evaluate_encoder(encoder, n: int = 256, seed: int = 0) -> dict[str, float]:
     return metrics
 
 
-def train_encoder(out: str | Path, *, seed: int = 0, train_items: int = 2048, steps: int = 1500,
-                  batch_size: int = 64, lr: float = 2e-3, spec: dict[str, Any] | None = None,
+def train_encoder(out: str | Path, *, seed: int = 0, train_items: int = 4096, steps: int = 1000,
+                  batch_size: int = 128, lr: float = 2e-3, spec: dict[str, Any] | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """Train the toy world's ImageBind from scratch and save it to ``out`` (``ImageBindEncoder.save_pretrained``),
     then write ``out/metrics.json`` last (validation metrics, see ``evaluate_encoder``); returns the metrics.
@@ -134,6 +160,7 @@ def train_encoder(out: str | Path, *, seed: int = 0, train_items: int = 2048, st
     data = _world_tensors(encoder, "train", train_items, seed)
     texts = {"caption": encoder.preprocess(CAPTIONS).tensors["text"],  # [32, 77]
              "motion": encoder.preprocess(MOTION_CAPTIONS).tensors["text"]}  # [128, 77]
+    mirrored_motion = _mirrored_motion()
     model = encoder.model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -141,7 +168,8 @@ def train_encoder(out: str | Path, *, seed: int = 0, train_items: int = 2048, st
     bar = tqdm(range(steps), desc="toy ImageBind", disable=not progress)
     for _ in bar:
         items, videos = torch.randint(train_items, (2, batch_size), generator=generator)
-        losses = _contrastive_losses(model, data, texts, items, videos)
+        flip = torch.rand(batch_size, generator=generator) < 0.5
+        losses = _contrastive_losses(model, _batch(data, items, videos, flip, mirrored_motion), texts)
         loss = sum(losses.values())
         optimizer.zero_grad()
         loss.backward()
