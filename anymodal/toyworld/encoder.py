@@ -29,7 +29,7 @@ from .render import world_items
 from .world import ALL_THINGS
 
 # The toy geometry: 32x32 images in 8x8 patches (16 tokens; 4x4 patches learned shapes no better per step at 4x
-# the cost); one 1-s clip of 32 mel bins x 100 frames (10 ms) in 16x16 patches at stride 8 (3 x 11 tokens); one
+# the cost); one 1-s clip of 32 mel bins x 100 frames (10 ms) in 16x16 patches (2 x 6 tokens); one
 # video clip of its first and last frame (8 frames at 8 fps = 1 s), 16x16 frames scaled to 32, one centre crop:
 # the 3-D stem's 2-frame kernel sees where the object went.
 # Text is 32 wide: its 49408-row CLIP vocabulary is most of the checkpoint (6.3 of ~7.6 MB).
@@ -37,7 +37,7 @@ TOY_SPEC: dict[str, Any] = dict(
     image_size=32, kernel_size=(2, 8, 8), out_embed_dim=64,
     vision_embed_dim=64, vision_num_blocks=2, vision_num_heads=4,
     audio_embed_dim=64, audio_num_blocks=2, audio_num_heads=4, audio_num_mel_bins=32, audio_target_len=100,
-    audio_kernel_size=16, audio_stride=8, audio_drop_path=0.0,
+    audio_kernel_size=16, audio_stride=16, audio_drop_path=0.0,
     text_embed_dim=32, text_num_blocks=1, text_num_heads=2,
     depth_embed_dim=32, depth_num_blocks=1, depth_num_heads=2, thermal_embed_dim=32, thermal_num_blocks=1,
     thermal_num_heads=2, imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=2,
@@ -139,8 +139,8 @@ def evaluate_encoder(encoder, n: int = 256, seed: int = 0) -> dict[str, float]:
     return metrics
 
 
-def train_encoder(out: str | Path, *, seed: int = 0, train_items: int = 4096, steps: int = 1000,
-                  batch_size: int = 128, lr: float = 2e-3, spec: dict[str, Any] | None = None,
+def train_encoder(out: str | Path, *, seed: int = 0, train_items: int = 4096, steps: int = 2000,
+                  batch_size: int = 64, lr: float = 2e-3, spec: dict[str, Any] | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """Train the toy world's ImageBind from scratch and save it to ``out`` (``ImageBindEncoder.save_pretrained``),
     then write ``out/metrics.json`` last (validation metrics, see ``evaluate_encoder``); returns the metrics.
