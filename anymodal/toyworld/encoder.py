@@ -15,7 +15,6 @@ checkpoint layout, ``config.json`` with the toy geometry) and loads back with ``
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -49,17 +48,16 @@ MOTION_CAPTIONS = sorted({thing.motion_caption for thing in ALL_THINGS})  # 128:
 # every shape is left-right symmetric (the triangle points up), so a mirrored image shows the same thing and a
 # mirrored video the same thing moving the mirrored way: free extra training data (shape is what is slow to learn)
 MIRRORED_DIRECTION = {"left": "right", "right": "left", "up": "up", "down": "down"}
-PAIRINGS = {"image": ("vision", CAPTIONS), "sound": ("audio", CAPTIONS), "video": ("vision", MOTION_CAPTIONS)}
+PAIRINGS = {"image": "vision", "sound": "audio", "video": "vision"}  # each world medium -> its model input key
 
 
 def _world_tensors(encoder, split: str, n: int, seed: int) -> dict[str, Any]:
     """The split's first ``n`` items as model inputs (through ``encoder.preprocess``) + their caption indices."""
     items = world_items(split, n, seed)
     data = {kind: encoder.preprocess([item.render(kind) for item in items]).tensors[key]
-            for kind, (key, _) in PAIRINGS.items()}
+            for kind, key in PAIRINGS.items()}
     data["caption"] = torch.tensor([CAPTIONS.index(item.thing.caption) for item in items])  # [N]
     data["motion"] = torch.tensor([MOTION_CAPTIONS.index(item.thing.motion_caption) for item in items])  # [N]
-    data["things"] = [item.thing for item in items]
     return data
 
 
@@ -123,14 +121,13 @@ def evaluate_encoder(encoder, n: int = 256, seed: int = 0) -> dict[str, float]:
         return encoder.encode(encoder.preprocess(media))[:, 0]  # [N, D] unit length
 
     captions, motions = embed(CAPTIONS), embed(MOTION_CAPTIONS)
+    caption = torch.tensor([CAPTIONS.index(t.caption) for t in things])  # [n]
+    motion = torch.tensor([MOTION_CAPTIONS.index(t.motion_caption) for t in things])  # [n]
     images = embed([item.render("image") for item in items])
     metrics = {}
-    for kind, embedding, texts, right in (
-            ("image", images, captions, [CAPTIONS.index(t.caption) for t in things]),
-            ("sound", embed([item.render("sound") for item in items]), captions, [CAPTIONS.index(t.caption) for t in things]),
-            ("video", embed([item.render("video") for item in items]), motions,
-             [MOTION_CAPTIONS.index(t.motion_caption) for t in things])):
-        metrics[f"{kind}_zero_shot"] = ((embedding @ texts.T).argmax(-1) == torch.tensor(right)).float().mean().item()
+    for kind, texts, right in (("image", captions, caption), ("sound", captions, caption), ("video", motions, motion)):
+        media = images if kind == "image" else embed([item.render(kind) for item in items])
+        metrics[f"{kind}_zero_shot"] = ((media @ texts.T).argmax(-1) == right).float().mean().item()
     similarity = images @ images.T - 2 * torch.eye(n)  # an image is not its own neighbour
     neighbours = similarity.argmax(-1).tolist()
     agreement = [sum(things[i].attribute(a) == things[j].attribute(a) for i, j in enumerate(neighbours)) / n
