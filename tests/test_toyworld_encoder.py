@@ -8,7 +8,7 @@ import torch
 
 from anymodal.errors import ConfigError
 from anymodal.toyworld import world_items
-from anymodal.toyworld.encoder import CAPTIONS, TOY_SPEC, train_encoder
+from anymodal.toyworld.encoder import CAPTIONS, MOTION_CAPTIONS, TOY_SPEC, _mirrored_motion, train_encoder
 from encoders.imagebind import TINY, ImageBindEncoder, ImageBindModel
 from encoders.imagebind.encoder import ClipSettings
 
@@ -74,3 +74,10 @@ def test_short_training_lowers_the_loss_and_saves_a_loadable_encoder(tmp_path):
     texts = encoder.encode(encoder.preprocess(CAPTIONS[:2]))  # [2, 1, D]
     assert texts.shape == (2, 1, TOY_SPEC["out_embed_dim"])
     assert torch.allclose(texts.norm(dim=-1), torch.ones(2, 1))
+
+
+def test_mirrored_videos_swap_left_and_right():
+    mirrored = {MOTION_CAPTIONS[i]: MOTION_CAPTIONS[j] for i, j in enumerate(_mirrored_motion().tolist())}
+    assert mirrored["a small red circle moving left"] == "a small red circle moving right"
+    assert mirrored["a big blue cross moving right"] == "a big blue cross moving left"
+    assert mirrored["a big green triangle moving up"] == "a big green triangle moving up"

@@ -105,9 +105,9 @@ class ImageBindModel(nn.Module):
 
         Shapes per item (at the defaults; 224 is ``image_size``, 2 ``video_frames``, 128 x 204
         ``audio_num_mel_bins`` x ``audio_target_len``): vision [3, 224, 224] or clips [S, 3, 2, 224, 224];
-        text [77] ids; audio [S, 1, 128, 204]; depth and thermal [1, 224, 224]; imu [6, 2000]. Any input of 5 or more dims
-        is a list of S clips per item: each clip is embedded and the S embeddings are averaged after the
-        postprocessor (so they are not unit length any more).
+        text [77] ids; audio [S, 1, 128, 204]; depth and thermal [1, 224, 224]; imu [6, 2000]. Any input of 5
+        or more dims is a list of S clips per item: each clip is embedded and the S embeddings are averaged
+        after the postprocessor (so they are not unit length any more).
         """
         outputs = {}
         for key, value in inputs.items():
