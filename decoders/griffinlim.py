@@ -159,8 +159,9 @@ class GriffinLimVocoder:
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({"spectra": self.spectra.contiguous(), "durations": self.durations.contiguous(),
-                   "contexts": self.contexts.contiguous(), "context_frames": self.context_frames.contiguous(),
+        # magnitude frames in float16: half the size (the context frames are most of it), inaudible after Griffin-Lim
+        save_file({"spectra": self.spectra.half().contiguous(), "durations": self.durations.contiguous(),
+                   "contexts": self.contexts.contiguous(), "context_frames": self.context_frames.half().contiguous(),
                    "context_durations": self.context_durations.contiguous()}, directory / WEIGHTS_FILE)
         config = {"num_units": self.num_units, "sample_rate": self.sample_rate, "n_fft": self.n_fft,
                   "hop_length": self.hop_length, "n_iter": self.n_iter, "silence_unit": self.silence_unit,
@@ -181,6 +182,9 @@ class GriffinLimVocoder:
                                   f"writes") from None
         if "spectra" not in tensors or "durations" not in tensors:
             raise CheckpointError(f"{directory / WEIGHTS_FILE} lacks spectra or durations; build the vocoder again")
+        for name in ("spectra", "context_frames"):
+            if name in tensors:
+                tensors[name] = tensors[name].float()
         return cls(tensors["spectra"], tensors["durations"], config.get("sample_rate", 16_000),
                    config.get("n_fft", 512), config.get("hop_length", 320), n_iter or config.get("n_iter", 32),
                    tensors.get("contexts"), tensors.get("context_frames"), tensors.get("context_durations"),

@@ -121,10 +121,12 @@ def test_griffin_lim_round_trip_and_length(clips, unitizer, vocoder, tmp_path):
         total += len(units)
     assert errors / total < 0.15  # measured: ~3% unit error rate on this synthetic speech
     loaded = GriffinLimVocoder.from_pretrained(vocoder.save_pretrained(tmp_path / "voc"))
-    assert torch.equal(loaded.context_frames, vocoder.context_frames) and loaded.num_units == 16
+    # frames are stored in float16: equal to within its precision, and loaded back as float32
+    assert loaded.context_frames.dtype == torch.float32 and loaded.num_units == 16
+    assert torch.allclose(loaded.context_frames, vocoder.context_frames, rtol=1e-3, atol=1e-6)
     assert loaded.edge_frames == vocoder.edge_frames and loaded.silence_unit == vocoder.silence_unit == 15
-    assert torch.allclose(loaded.decode_units([Units([1, 2, 3])])[0].waveform,
-                          vocoder.decode_units([[1, 2, 3]])[0].waveform)
+    again, first = loaded.decode_units([Units([1, 2, 3])])[0].waveform, vocoder.decode_units([[1, 2, 3]])[0].waveform
+    assert torch.corrcoef(torch.cat([again, first]))[0, 1] > 0.99
 
 
 def test_griffin_lim_bad_input(vocoder, tmp_path):
