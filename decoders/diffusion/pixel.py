@@ -210,7 +210,7 @@ class PixelDiffusionDecoder(DiffusionDecoder):
                       out_channels=channels * unshuffle ** 2)  # tiny_unet_layout assumes a square VAE latent
         unet = UNet2DConditionModel(**layout, cross_attention_dim=spec["cross_attention_dim"])
         tokenizer, text_encoder = tiny_clip_text(spec["cross_attention_dim"], spec["num_tokens"], spec["words"])
-        pipeline = PixelDiffusionPipeline(unet=unet, scheduler=DDIMScheduler(), tokenizer=tokenizer,
+        pipeline = PixelDiffusionPipeline(unet=unet, scheduler=DDIMScheduler(timestep_spacing="trailing"), tokenizer=tokenizer,
                                           text_encoder=text_encoder, modality=spec["modality"], unshuffle=unshuffle,
                                           guidance_scale=spec["guidance_scale"])
         return cls(pipeline, progress=progress)
