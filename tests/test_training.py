@@ -33,7 +33,7 @@ def toy(tmp_path_factory):
 
 
 def recipe(toy, tmp_path, stage, *overrides):
-    return load_recipe(RECIPES / f"{stage}.yaml", [f"toy.dir={toy}", f"toy.images=16", f"output_dir={tmp_path / stage}",
+    return load_recipe(RECIPES / f"{stage}.yaml", [f"toy.dir={toy}", "toy.images=16", f"output_dir={tmp_path / stage}",
                                                    "train.eval_every=0", "train.checkpoint_every=0", *overrides])
 
 
