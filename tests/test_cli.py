@@ -10,15 +10,6 @@ def test_list_encoders(capsys):
     assert re.search(r"^clip\s+encoders\.clip:CLIPVisionEncoder$", capsys.readouterr().out, re.M)
 
 
-def test_demo_writes_the_page(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    page = (tmp_path / "demo" / "index.html").read_text()
-    assert page.count("<tr>") == 5  # header + four tour steps
-    assert "data:image/png;base64," in page and "[retrieved toy://image/" in page
-    out = capsys.readouterr().out
-    assert "RANDOM" in out and "wrote" in out
-
-
 def test_bench_generate_last_line(capsys):
     assert main(["bench", "generate", "--tokens", "4", "--repeats", "1", "--hidden-size", "32", "--layers", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
