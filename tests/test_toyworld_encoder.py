@@ -81,3 +81,16 @@ def test_mirrored_videos_swap_left_and_right():
     assert mirrored["a small red circle moving left"] == "a small red circle moving right"
     assert mirrored["a big blue cross moving right"] == "a big blue cross moving left"
     assert mirrored["a big green triangle moving up"] == "a big green triangle moving up"
+
+
+def test_half_safetensors_folder_loads_as_float32(tmp_path):
+    from encoders.imagebind import ImageBindEncoder
+    from encoders.imagebind.model import TINY
+
+    encoder = ImageBindEncoder.from_config(dict(TINY))
+    encoder.save_pretrained(tmp_path / "half", safe_serialization=True, dtype=torch.float16)
+    assert [p.name for p in sorted((tmp_path / "half").iterdir())] == ["config.json", "model.safetensors"]
+    loaded = ImageBindEncoder.from_pretrained(tmp_path / "half")
+    assert next(loaded.parameters()).dtype == torch.float32
+    batch = encoder.preprocess(["a small red circle"])
+    assert torch.allclose(loaded.encode(batch), encoder.encode(batch), atol=2e-2)

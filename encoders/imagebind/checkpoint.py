@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from anymodal.errors import CheckpointError
 
@@ -27,11 +28,18 @@ def _listing(keys: list[str], limit: int = 20) -> str:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.pth`` file, memory-mapped where the file format allows (no 4.5 GB copy)."""
+    """The tensors of a ``.pth`` file, memory-mapped where the file format allows (no 4.5 GB copy), or of a
+    ``.safetensors`` file with the same keys (what ``ImageBindEncoder.save_pretrained(safe_serialization=True)``
+    writes)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no ImageBind checkpoint at {path}. Download {CHECKPOINT_URL} and put it "
                               f"there (the reference location is {DEFAULT_CHECKPOINT}), or pass its path")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(path)
+        except Exception as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e}); save it again") from None
     try:
         try:
             state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

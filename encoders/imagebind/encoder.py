@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -33,7 +34,7 @@ from .model import HUGE, ImageBindModel, check_spec
 from .transforms import (depth_to_disparity, to_pil, tokenize, transform_audio, transform_depth, transform_image,
                          transform_imu, transform_thermal, transform_video)
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "imagebind_huge.pth"
+CONFIG_FILE, WEIGHTS_FILE, SAFE_WEIGHTS_FILE = "config.json", "imagebind_huge.pth", "model.safetensors"
 
 # anymodal modality -> the ImageBindModel input key that takes it
 INPUT_KEYS = {Modality.IMAGE: "vision", Modality.VIDEO: "vision", Modality.TEXT: "text", Modality.AUDIO: "audio",
@@ -132,13 +133,15 @@ class ImageBindEncoder(nn.Module):
         if path.is_dir():
             if (path / CONFIG_FILE).is_file():
                 config = json.loads((path / CONFIG_FILE).read_text())
-            weights = sorted(path.glob("*.pth"))
+            weights = sorted(path.glob("*.pth")) + sorted(path.glob("*.safetensors"))
             if len(weights) != 1:
-                raise CheckpointError(f"{path}: expected one .pth file in the folder, found "
+                raise CheckpointError(f"{path}: expected one .pth (or .safetensors) file in the folder, found "
                                       f"{[w.name for w in weights] or 'none'}; download {CHECKPOINT_URL} into it")
             path = weights[0]
         clips = {**config.pop("preprocess", {}), **(preprocess or {})}
         model = load_imagebind(path, **{**config, **spec})
+        if dtype is None and next(model.parameters()).dtype == torch.float16:
+            dtype = torch.float32  # weights stored in half (to stay small) compute in float32 unless asked otherwise
         return cls(model.to(device=device, dtype=dtype), trainable=trainable, preprocess=clips)
 
     @classmethod
@@ -149,11 +152,19 @@ class ImageBindEncoder(nn.Module):
         clips = config.pop("preprocess", None)
         return cls(ImageBindModel(**check_spec(config)), trainable=trainable, preprocess=clips)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, safe_serialization: bool = False,
+                        dtype: torch.dtype | None = None) -> Path:
         """``config.json`` (model arguments + the ``"preprocess"`` block) + the weights in the official ``.pth``
-        layout; ``from_pretrained(directory)`` reads all three."""
+        layout, or as ``model.safetensors`` (same keys) with ``safe_serialization``; ``dtype=torch.float16``
+        stores half the bytes (loaded back as float32). ``from_pretrained(directory)`` reads them all."""
         directory = Path(directory)
-        save_checkpoint(self.model, directory / WEIGHTS_FILE)
+        if safe_serialization:
+            directory.mkdir(parents=True, exist_ok=True)
+            state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                     for k, v in self.model.state_dict().items()}
+            save_file(state, directory / SAFE_WEIGHTS_FILE)
+        else:
+            save_checkpoint(self.model, directory / WEIGHTS_FILE)
         config = {**self.model.config, "preprocess": asdict(self.clips)}
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         return directory
