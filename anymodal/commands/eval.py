@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     toy.add_argument("--n", type=int, default=64, help="test items per path (default 64)")
     toy.add_argument("--seed", type=int, default=0, help="world seed (default 0, as `anymodal toyworld generate`)")
     toy.add_argument("--judges", help="folder of trained judges; missing ones are trained there on first use "
-                                      "(default ~/.cache/anymodal/toyworld-judges)")
+                                      "(default: the judges shipped with the toy-world bundle, else ~/.cache/anymodal/toyworld-judges)")
     toy.add_argument("--batch-size", type=int, default=16, help="turns generated at once (default 16)")
     toy.set_defaults(func=run)
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from .. import registry
 from ..errors import ConfigError
 from .evaluate import JUDGED, TARGETS, judge_score
-from .judges import DEFAULT_JUDGES_DIR, load_or_train_judges
+from .judges import default_judges_dir, load_or_train_judges
 from .metrics import judged_accuracy
 from .render import world_items
 from .spoken import WORDS
@@ -143,7 +143,7 @@ def judge_decoder(decoder, kind: str, n: int = 256, guidance_scales: tuple[float
     the judge read them back: accuracy per attribute and ``target`` (every attribute the eval table scores
     right), per scale, the best scale, and the judge's own accuracy on real samples."""
     modality = MODALITY[kind]
-    judge, judge_scores = load_or_train_judges(judges_dir or DEFAULT_JUDGES_DIR, [kind], seed=seed,
+    judge, judge_scores = load_or_train_judges(judges_dir or default_judges_dir(), [kind], seed=seed,
                                                progress=progress)[kind]
     things = [it.thing for it in world_items("validation", n, seed)]
     condition = decoder.encode_text([t.motion_caption if kind == "video" else t.caption for t in things])

@@ -16,7 +16,7 @@ from .. import io
 from ..errors import AnyModalError
 from ..media import Modality, Turn
 from . import metrics
-from .judges import DEFAULT_JUDGES_DIR, load_or_train_judges
+from .judges import default_judges_dir, load_or_train_judges
 from .render import world_items
 from .spoken import speak
 from .tasks import spoken_question_text
@@ -51,7 +51,7 @@ def evaluate(model, n: int = 64, seed: int = 0, judges_dir: str | Path | None = 
     encoders, decoders = set(model.config.encoders), set(model.config.decoders)
     needed = [JUDGE_OF[m] for m in decoders if m in JUDGE_OF] + (["image"] if model.config.retrieval.enabled else [])
     needed += ["speech"] if model.config.speech_units else []
-    judges = load_or_train_judges(judges_dir or DEFAULT_JUDGES_DIR, sorted(set(needed)),
+    judges = load_or_train_judges(judges_dir or default_judges_dir(), sorted(set(needed)),
                                   seed=seed, progress=progress)
 
     def ask(turns: list[Turn], desc: str, **options):

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..errors import CheckpointError, ConfigError, MediaError
 from ..media import Audio, Image, Media, Video
 from .render import world_items
+from .shipped import SHIPPED
 from .sounds import SAMPLE_RATE
 from .spoken import WORDS, speak, speaker_ids
 from .videos import FRAMES, VIDEO_SIZE
@@ -250,7 +251,13 @@ def load_judge(directory: str | Path) -> tuple[nn.Module, dict[str, float]]:
     return judge.eval(), meta["accuracy"]
 
 
-DEFAULT_JUDGES_DIR = Path.home() / ".cache/anymodal/toyworld-judges"  # trained once, shared by every eval
+CACHED_JUDGES_DIR = Path.home() / ".cache/anymodal/toyworld-judges"  # trained once, shared by every eval
+SHIPPED_JUDGES_DIR = SHIPPED / "judges"  # the judges that scored the shipped bundle
+
+
+def default_judges_dir() -> Path:
+    """The judges shipped with the package when they are there (no training on a fresh machine), else the cache."""
+    return SHIPPED_JUDGES_DIR if SHIPPED_JUDGES_DIR.is_dir() else CACHED_JUDGES_DIR
 
 
 def load_or_train_judges(directory: str | Path, kinds: list[str], seed: int = 0, progress: bool = True,
