@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -12,7 +11,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="score a bundle on a benchmark world (toyworld)")
     worlds = parser.add_subparsers(dest="world", required=True, metavar="WORLD")
     toy = worlds.add_parser("toyworld", help="the toy world's test split: captions, QA, generation, [RET], speech")
-    toy.add_argument("bundle", help="a bundle folder (save_pretrained / anymodal train output)")
+    toy.add_argument("bundle", help="a bundle folder (save_pretrained / anymodal train output), or toyworld (the shipped one)")
     toy.add_argument("--n", type=int, default=64, help="test items per path (default 64)")
     toy.add_argument("--seed", type=int, default=0, help="world seed (default 0, as `anymodal toyworld generate`)")
     toy.add_argument("--judges", help="folder of trained judges; missing ones are trained there on first use "
@@ -22,12 +21,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..model import AnyModalModel
+    from .. import load
     from ..toyworld.evaluate import evaluate, format_table
 
     if args.n < 1 or args.batch_size < 1:
         raise ConfigError("--n and --batch-size must be at least 1")
-    model = AnyModalModel.from_pretrained(Path(args.bundle)).eval()
+    model = load(args.bundle)
     rows = evaluate(model, n=args.n, seed=args.seed, judges_dir=args.judges, batch_size=args.batch_size)
     print(format_table(rows))
     return 0
