@@ -4,7 +4,6 @@ trained step lowers its loss; the bundle it writes loads and answers."""
 import json
 from pathlib import Path
 
-import pytest
 
 from anymodal.toyworld import recipe
 
@@ -15,14 +14,13 @@ def smoke_overrides(out: Path) -> list[str]:
     tiny_decoder = "{steps: 4, train_items: 16, batch_size: 8, n_eval: 4, sample_steps: 2}"
     return [f"toyworld.output_dir={out}", "toyworld.threads=1", "toyworld.world.train=48", "toyworld.world.eval=12",
             "toyworld.judges={n: 32, steps: 2, batch_size: 8, n_eval: 4}",
-            "toyworld.encoder={steps: 4, train_items: 32, batch_size: 16}",
+            "toyworld.encoder={steps: 12, train_items: 32, batch_size: 16}",
             *(f"toyworld.decoders.{kind}={tiny_decoder}" for kind in ("image", "video", "audio")),
             "toyworld.llm={steps: 4, n_train: 32, n_eval: 8, batch_size: 8}",
             "toyworld.speech={train_items: 8, eval_items: 4}", "toyworld.gallery=12", "toyworld.eval_items=4",
             *(f"toyworld.stages.{i}.{key}={value}" for i in range(4) for key, value in (("steps", 6), ("batch_size", 4)))]
 
 
-@pytest.mark.slow
 def test_the_whole_recipe_runs_and_every_step_learns(tmp_path):
     spec = recipe.load(REPO / "recipes/toyworld/all.yaml", smoke_overrides(tmp_path))
     bundle = recipe.run(spec, progress=False)
