@@ -68,7 +68,7 @@ def speech_assistant(model: Any, vocoder: Any = None, **options: Any) -> Runnabl
     config = chat.model.config
     if config.speech_units <= 0:
         raise ConfigError("speech_assistant needs a model with speech units (speech_units > 0, SpeechGPT style); "
-                          "this bundle has none. Speech bundles and speech-to-units come with issue 6 (anymodal.speech)")
+                          "this bundle has none; use one trained with recipes/speechgpt/, or anymodal.load('toyworld')")
     if Modality.AUDIO.value not in chat.model.encoders:
         log.warning("this model has no audio encoder: speech_assistant takes text in and answers in speech")
     return _pipeline(chat, "anymodal_speech_assistant")

@@ -243,7 +243,7 @@ class Speak(AnyModalTool):
 
     def call(self, listener: DispatchListener | None, text: str) -> tuple[str, list[Part]]:
         self.require(self.model.config.speech_units > 0,
-                     "this model has no speech units (speech_units = 0); use a speech bundle (issue 6)")
+                     "this model has no speech units (speech_units = 0); use a speech bundle, e.g. anymodal.load('toyworld')")
         response = self.model.generate(Turn.user(self.instruction.format(text=text)), prefill=self.prefill,
                                        listener=listener)
         parts = vocode(response.parts, self.vocoder, listener)

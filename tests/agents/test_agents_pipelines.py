@@ -125,7 +125,7 @@ def vocoder_dir(tmp_path_factory):
 
 
 def test_speech_assistant_needs_speech_units(bare_model):
-    with pytest.raises(ConfigError, match="issue 6"):
+    with pytest.raises(ConfigError, match="recipes/speechgpt"):
         speech_assistant(bare_model)
 
 
