@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionPipeline
 
 from anymodal.media import Image, Modality
 
 from ..options import merge_spec
 from .base import DiffusionDecoder
-from .tiny import tiny_clip_text, tiny_scheduler, tiny_unet_layout, tiny_vae
+from .tiny import tiny_latent_parts, tiny_scheduler
 
 TINY_IMAGE = {
     "sample_size": 32,  # pixels per side of the default output
@@ -40,16 +40,8 @@ class StableDiffusionDecoder(DiffusionDecoder):
     def from_config(cls, spec: dict[str, Any] | None = None, progress: bool = False) -> "StableDiffusionDecoder":
         """A tiny random pipeline built the way diffusers' fast tests do; ``spec`` overrides ``TINY_IMAGE``."""
         spec = merge_spec(TINY_IMAGE, spec, "tiny Stable Diffusion")
-        channels = spec["block_out_channels"]
-        torch.manual_seed(spec["seed"])
-        unet = UNet2DConditionModel(**tiny_unet_layout(channels, spec["layers_per_block"], spec["sample_size"]),
-                                    cross_attention_dim=spec["cross_attention_dim"])
-        vae = tiny_vae(channels, spec["sample_size"])
-        tokenizer, text_encoder = (tiny_clip_text(spec["cross_attention_dim"], spec["num_tokens"])
-                                   if spec["text_encoder"] else (None, None))
-        pipeline = StableDiffusionPipeline(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=tiny_scheduler(),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipeline = StableDiffusionPipeline(**tiny_latent_parts(spec), scheduler=tiny_scheduler(), safety_checker=None,
+                                           feature_extractor=None, requires_safety_checker=False)
         return cls(pipeline, num_tokens=None if spec["text_encoder"] else spec["num_tokens"], progress=progress)
 
     @torch.inference_mode()

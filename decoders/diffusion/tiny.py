@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from diffusers import AutoencoderKL, DDIMScheduler
+import torch
+
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet3DConditionModel
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, RobertaTokenizer
 
@@ -79,3 +81,18 @@ def tiny_clip_text(width: int, num_tokens: int, words: Sequence[str] = ()) -> tu
         vocab_size=len(tokenizer), hidden_size=width, intermediate_size=37, num_attention_heads=4,
         num_hidden_layers=2, max_position_embeddings=num_tokens, bos_token_id=0, eos_token_id=1, pad_token_id=1))
     return tokenizer, text_encoder
+
+
+def tiny_latent_parts(spec: dict, dims: str = "2D") -> dict:
+    """Seeded UNet (2D or 3D) + VAE + CLIP text side of a latent Stable Diffusion family pipeline, from a tiny
+    spec (``block_out_channels``, ``layers_per_block``, ``sample_size``, ``cross_attention_dim``, ``num_tokens``,
+    ``text_encoder``: False leaves tokenizer and text encoder out, ``seed``); pipeline keyword arguments."""
+    channels = spec["block_out_channels"]
+    torch.manual_seed(spec["seed"])
+    unet_class = UNet2DConditionModel if dims == "2D" else UNet3DConditionModel
+    unet = unet_class(**tiny_unet_layout(channels, spec["layers_per_block"], spec["sample_size"], dims),
+                      cross_attention_dim=spec["cross_attention_dim"])
+    vae = tiny_vae(channels, spec["sample_size"])
+    tokenizer, text_encoder = (tiny_clip_text(spec["cross_attention_dim"], spec["num_tokens"])
+                               if spec["text_encoder"] else (None, None))
+    return {"unet": unet, "vae": vae, "tokenizer": tokenizer, "text_encoder": text_encoder}

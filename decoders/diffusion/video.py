@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
+from diffusers import TextToVideoSDPipeline
 
 from anymodal.errors import ConfigError
 from anymodal.media import Modality, Video
 
 from ..options import merge_spec
 from .base import DiffusionDecoder
-from .tiny import tiny_clip_text, tiny_scheduler, tiny_unet_layout, tiny_vae
+from .tiny import tiny_latent_parts, tiny_scheduler
 
 TINY_VIDEO = {
     "sample_size": 32,  # pixels per side of the default output
@@ -39,15 +39,7 @@ class TextToVideoDecoder(DiffusionDecoder):
     def from_config(cls, spec: dict[str, Any] | None = None, progress: bool = False) -> "TextToVideoDecoder":
         """A tiny random pipeline built the way diffusers' fast tests do; ``spec`` overrides ``TINY_VIDEO``."""
         spec = merge_spec(TINY_VIDEO, spec, "tiny text-to-video")
-        channels = spec["block_out_channels"]
-        torch.manual_seed(spec["seed"])
-        unet = UNet3DConditionModel(**tiny_unet_layout(channels, spec["layers_per_block"], spec["sample_size"], "3D"),
-                                    cross_attention_dim=spec["cross_attention_dim"])
-        vae = tiny_vae(channels, spec["sample_size"])
-        tokenizer, text_encoder = (tiny_clip_text(spec["cross_attention_dim"], spec["num_tokens"])
-                                   if spec["text_encoder"] else (None, None))
-        pipeline = TextToVideoSDPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                         scheduler=tiny_scheduler())
+        pipeline = TextToVideoSDPipeline(**tiny_latent_parts(spec, "3D"), scheduler=tiny_scheduler())
         return cls(pipeline, num_tokens=None if spec["text_encoder"] else spec["num_tokens"], progress=progress)
 
     @torch.inference_mode()
