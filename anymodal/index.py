@@ -368,9 +368,6 @@ class VectorIndex:
         return ", ".join(f"{k}={v}" for k, v in self.options.items()) or "no options"
 
 
-
-
-
 def _read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST_FILE
     if not path.is_file():

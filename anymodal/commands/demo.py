@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .. import io
+from ..errors import AnyModalError
 from ..media import Audio, Image, Media, Retrieved, Units, Video
 
 
@@ -64,7 +65,7 @@ def parts_html(parts, out: Path, name: str) -> str:
         elif isinstance(part, Retrieved):
             try:
                 shown = media_html(io.load(part.uri), out, f"{name}-{i}")
-            except Exception:  # an index item that is not a readable file is shown by name
+            except AnyModalError:  # an index item that is not a readable file is shown by name
                 shown = f"<code>{html.escape(part.uri)}</code>"
             rendered.append(f"{shown}<small>[RET] score {part.score:.2f}</small>")
         elif isinstance(part, Units):

@@ -104,7 +104,6 @@ def run(spec: ToyWorldSpec, progress: bool = True) -> Path:
         torch.set_num_threads(spec.threads)
     out = Path(spec.output_dir)
     steps = _steps(spec, out, progress)
-    timings = {}
     for name, step in steps:
         folder = out / name
         if (folder / DONE).is_file():
@@ -115,7 +114,6 @@ def run(spec: ToyWorldSpec, progress: bool = True) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         metrics = step(folder) or {}
         metrics["seconds"] = round(time.perf_counter() - start, 1)
-        timings[name] = metrics["seconds"]
         (folder / DONE).write_text(json.dumps(metrics, indent=2) + "\n")
         tqdm.write(f"[toyworld] {name}: {metrics['seconds']:.0f} s")
     print(summary(out, [name for name, _ in steps]))
@@ -146,7 +144,7 @@ def _steps(spec: ToyWorldSpec, out: Path, progress: bool) -> list[tuple[str, Cal
                       _decoder(kind, folder, out / "judges", options, seed, progress)))
     steps += [("llm", lambda folder: _llm(folder, spec.llm, seed, progress)),
               ("speech", lambda folder: _speech(folder, out, spec, progress)),
-              ("index", lambda folder: _index(folder, out, spec.gallery, seed, progress))]
+              ("index", lambda folder: _index(folder, out, spec.gallery, progress))]
     previous = None
     for stage in spec.stages:
         steps.append((stage.name, lambda folder, stage=stage, previous=previous:
@@ -201,7 +199,7 @@ def _speech(folder: Path, out: Path, spec: ToyWorldSpec, progress: bool) -> dict
     return metrics
 
 
-def _index(folder: Path, out: Path, gallery: int, seed: int, progress: bool) -> dict:
+def _index(folder: Path, out: Path, gallery: int, progress: bool) -> dict:
     from .gallery import build_gallery_index
 
     return build_gallery_index(folder, out / "encoder", out / "world" / "validation", gallery, progress=progress)
@@ -233,8 +231,8 @@ def _stage(folder: Path, out: Path, stage: StageStep, spec: ToyWorldSpec, previo
         "output_dir": str(folder)})
     trainer = Trainer(recipe)
     before = trainer.evaluate()
-    trainer.fit()
-    return {"eval_before": before, "eval": trainer.evaluate()}
+    trainer.fit()  # evaluates once more at the end
+    return {"eval_before": before, "eval": trainer.last_eval}
 
 
 def _eval(folder: Path, out: Path, last_stage: str, spec: ToyWorldSpec, progress: bool) -> dict:

@@ -180,6 +180,7 @@ class Trainer:
         acc.register_save_state_pre_hook(self._save_trainable_only)
         acc.register_load_state_pre_hook(self._load_trainable_only)
         self.step_times: list[tuple[float, int, int]] = []  # (seconds, samples, tokens) per optimizer step, this rank
+        self.last_eval: dict[str, float] | None = None  # the newest evaluate() result
 
     # --------------------------------------------------------------------------------- the loop
     def fit(self, resume: bool = False) -> Path:
@@ -254,7 +255,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean loss and loss terms over the held-out split (``train.eval_batches`` batches, 0 = all)."""
+        """Mean loss and loss terms over the held-out split (``train.eval_batches`` batches, 0 = all); also kept as
+        ``last_eval`` (fit's final evaluation, for callers that report it)."""
         if self.eval_loader is None:
             raise ConfigError("the recipe has no held-out data: set data.eval or data.eval_fraction")
         self.module.eval()
@@ -266,7 +268,8 @@ class Trainer:
             _add(sums, {"loss": loss, **terms})
         self.module.train()
         self.model.encoders.eval()
-        return _means(_sum_over_ranks(dict(sums)))
+        self.last_eval = _means(_sum_over_ranks(dict(sums)))
+        return self.last_eval
 
     def _log(self, split: str, stats: dict[str, float]) -> None:
         line = " ".join(f"{k} {v:.4g}" for k, v in stats.items())
