@@ -30,7 +30,7 @@ def test_registered_as_pixel_diffusion():
 def test_decode_gives_the_worlds_media_types_shapes_and_rates(decoder):
     media = decoder.decode(condition(decoder, 2), steps=1, guidance_scale=2.0, seed=0)
     assert len(media) == 2
-    expected = {Modality.IMAGE: (Image, "pixels", (3, 32, 32)), Modality.VIDEO: (Video, "frames", (8, 3, 16, 16)),
+    expected = {Modality.IMAGE: (Image, "pixels", (3, 32, 32)), Modality.VIDEO: (Video, "frames", (8, 3, 32, 32)),
                 Modality.AUDIO: (Audio, "waveform", (1, 16000))}[decoder.modality]
     kind, field, shape = expected
     assert all(type(m) is kind and getattr(m, field).shape == shape for m in media)
@@ -96,12 +96,12 @@ def test_save_load_round_trip_gives_identical_samples(tmp_path):
 
 def test_short_training_lowers_the_loss_and_saves_a_small_float16_folder(tmp_path):
     out = tmp_path / "decoder_image"
-    metrics = train_decoder("image", out, steps=40, train_items=64, batch_size=8, n_eval=0, progress=False)
-    assert metrics["loss_end"] < 0.7 * metrics["loss_start"]
+    metrics = train_decoder("image", out, steps=80, train_items=64, batch_size=8, n_eval=0, progress=False)
+    assert metrics["probe_loss_end"] < 0.7 * metrics["probe_loss_start"]
     written = json.loads((out / "metrics.json").read_text())
     assert written == metrics
     assert max(f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()) == (out / "metrics.json").stat().st_mtime_ns
-    assert metrics["folder_bytes"] < 3_000_000  # float16 on disk
+    assert metrics["folder_bytes"] < 3_500_000  # float16 on disk
     loaded = PixelDiffusionDecoder.from_pretrained(out, progress=False)
     assert loaded.dtype == torch.float32  # computed in float32 on a CPU
     c = loaded.encode_text(["a small red circle"])

@@ -48,7 +48,7 @@ def test_media_layouts_and_balance():
     assert len({it.thing for it in items}) == 128 == len(ALL_THINGS)  # one full pass over all combinations
     item = items[0]
     assert item.render("image").pixels.shape == (3, 32, 32)
-    assert item.render("video").frames.shape == (8, 3, 16, 16)
+    assert item.render("video").frames.shape == (8, 3, 32, 32)
     sound = item.render("sound")
     assert sound.sample_rate == 16_000 and sound.waveform.shape == (1, 16_000)
     assert item.render("speech").waveform.abs().max() <= 1
@@ -58,9 +58,9 @@ def test_video_moves_in_its_direction():
     thing = Thing("square", "red", "big", "right")
     frames = WorldItem(0, thing, speaker=0, seed=5).render("video").frames  # [T, 3, H, W]
     red = (frames[:, 0] > 0.7) & (frames[:, 1] < 0.3)  # [T, H, W]
-    xs = torch.arange(16).float()
+    xs = torch.arange(32).float()
     centre = [(m.float().sum(0) * xs).sum() / m.sum() for m in red]
-    assert centre[-1] - centre[0] == pytest.approx(3.5, abs=1.0)
+    assert centre[-1] - centre[0] == pytest.approx(7.0, abs=1.0)  # a pixel per frame
 
 
 def test_spoken_words_are_distinct_and_unknown_words_refused():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from tqdm import tqdm
 
 from .. import registry
@@ -31,15 +31,15 @@ from .render import world_items
 from .spoken import WORDS
 
 MODALITY = {"image": "image", "sound": "audio", "video": "video"}  # world kind -> decoder modality
-# training steps per kind, sized to the CPU budgets (image: TOYWORLD-NOTES.md measured ~87% at 3500 steps);
-# judged results of these defaults are in each folder's metrics.json
-STEPS = {"image": 4000, "sound": 1000, "video": 2500}
+# training steps per kind, sized to the CPU budget (~0.15 s a step for image and video, ~0.24 s for sound on two
+# idle cores); judged results of these defaults are in each folder's metrics.json
+STEPS = {"image": 3000, "sound": 1500, "video": 2000}
 EVAL_BATCH = 64
 
 
 def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int = 2048, steps: int | None = None,
                   batch_size: int = 32, lr: float = 1e-3, ema_decay: float = 0.999, cond_dropout: float = 0.1,
-                  n_eval: int = 256, guidance_scales: tuple[float, ...] = (2.0, 3.0), sample_steps: int = 20,
+                  snr_gamma: float = 5.0, architecture: dict | None = None, n_eval: int = 256, guidance_scales: tuple[float, ...] = (2.0, 3.0), sample_steps: int = 20,
                   judges_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Train the ``kind`` (image | sound | video) decoder for ``steps`` (default ``STEPS[kind]``) on
     ``train_items`` rendered train-split items; save it to ``out``; judge ``n_eval`` validation captions at each
@@ -54,10 +54,13 @@ def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int
 
     torch.manual_seed(seed)
     decoder = registry.resolve("decoders", "pixel-diffusion").from_config(
-        {"modality": MODALITY[kind], "words": list(WORDS), "seed": seed}, progress=False)
+        {**(architecture or {}), "modality": MODALITY[kind], "words": list(WORDS), "seed": seed}, progress=False)
     samples, captions = _training_data(decoder.pipeline, kind, train_items, seed, progress)
+    probe = _probe(decoder.pipeline, samples, captions, snr_gamma, seed)
+    probe_start = probe()
     started = time.perf_counter()
-    losses = _fit(decoder.pipeline, samples, captions, steps, batch_size, lr, ema_decay, cond_dropout, seed, progress)
+    losses = _fit(decoder.pipeline, samples, captions, steps, batch_size, lr, ema_decay, cond_dropout, snr_gamma, seed,
+                  progress)
     train_seconds = time.perf_counter() - started
 
     pipeline = decoder.pipeline
@@ -66,8 +69,10 @@ def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int
     window = max(1, min(100, steps // 10))
     metrics = {"kind": kind, "modality": MODALITY[kind], "seed": seed, "steps": steps, "train_items": train_items,
                "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "cond_dropout": cond_dropout,
+               "snr_gamma": snr_gamma, "architecture": architecture or {},
                "parameters": sum(p.numel() for m in (pipeline.unet, pipeline.text_encoder) for p in m.parameters()),
                "loss_start": sum(losses[:window]) / window, "loss_end": sum(losses[-window:]) / window,
+               "probe_loss_start": probe_start, "probe_loss_end": probe(),
                "train_seconds": round(train_seconds, 1)}
     if n_eval:
         started = time.perf_counter()
@@ -92,7 +97,7 @@ def _training_data(pipeline, kind: str, n: int, seed: int, progress: bool) -> tu
     if kind == "image":
         batch = torch.stack([m.pixels for m in media])  # [n, 3, 32, 32]
     elif kind == "video":
-        batch = torch.stack([m.frames for m in media])  # [n, 8, 3, 16, 16]
+        batch = torch.stack([m.frames for m in media])  # [n, 8, 3, 32, 32]
     else:
         batch = torch.stack([m.waveform[0] for m in media])  # [n, 16000]
     captions = [it.thing.motion_caption if kind == "video" else it.thing.caption for it in items]
@@ -100,13 +105,51 @@ def _training_data(pipeline, kind: str, n: int, seed: int, progress: bool) -> tu
         return pipeline.encode_media(batch), captions
 
 
+def _diffusion_loss(pipeline, x0: torch.Tensor, ids: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                    snr_gamma: float) -> torch.Tensor:
+    """The training loss of clean samples ``x0`` [B, C, h, w] with captions ``ids`` [B, tokens], noised by
+    ``noise`` at timesteps ``t`` [B].
+
+    ``snr_gamma`` > 0 weighs each sample's loss by min(SNR, gamma) / SNR (epsilon) or / (SNR + 1) (velocity):
+    the Min-SNR strategy (Hang et al., 2023), which stops the nearly clean steps from dominating; 0 turns it off."""
+    scheduler = pipeline.scheduler
+    noisy = scheduler.add_noise(x0, noise, t)
+    predicted = pipeline.unet(noisy, t, encoder_hidden_states=pipeline.text_encoder(ids)[0]).sample
+    velocity = scheduler.config.prediction_type == "v_prediction"
+    errors = F.mse_loss(predicted, scheduler.get_velocity(x0, noise, t) if velocity else noise,
+                        reduction="none").mean((1, 2, 3))  # [B]
+    if snr_gamma > 0:
+        snr = compute_snr(scheduler, t)  # [B]
+        errors = errors * snr.clamp(max=snr_gamma) / (snr + 1 if velocity else snr)
+    return errors.mean()
+
+
+def _probe(pipeline, samples: torch.Tensor, captions: list[str], snr_gamma: float, seed: int):
+    """The loss on a fixed batch (the first 64 samples, fixed noise, timesteps spread evenly): comparable before
+    and after training, where one training batch's loss swings with its random timesteps."""
+    n = min(64, len(samples))
+    generator = torch.Generator().manual_seed(seed + 1)
+    noise = torch.randn(samples[:n].shape, generator=generator)
+    t = torch.linspace(0, pipeline.scheduler.config.num_train_timesteps - 1, n).long()
+    ids = _caption_ids(pipeline.tokenizer, captions[:n])
+
+    def loss() -> float:
+        with torch.no_grad():
+            return _diffusion_loss(pipeline, samples[:n], ids, noise, t, snr_gamma).item()
+    return loss
+
+
+def _caption_ids(tokenizer, captions: list[str]) -> torch.Tensor:
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids  # [n, tokens]
+
+
 def _fit(pipeline, samples: torch.Tensor, captions: list[str], steps: int, batch_size: int, lr: float,
-         ema_decay: float, cond_dropout: float, seed: int, progress: bool) -> list[float]:
-    """DDPM training of UNet + text encoder; leaves the EMA weights in the models. Returns the loss per step."""
-    unet, text_encoder, scheduler, tokenizer = pipeline.unet, pipeline.text_encoder, pipeline.scheduler, pipeline.tokenizer
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids  # [n, tokens]
-    empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+         ema_decay: float, cond_dropout: float, snr_gamma: float, seed: int, progress: bool) -> list[float]:
+    """DDPM training of UNet + text encoder (``_diffusion_loss``); leaves the EMA weights in the models. Returns the
+    loss per step."""
+    unet, text_encoder, scheduler = pipeline.unet, pipeline.text_encoder, pipeline.scheduler
+    ids, empty = _caption_ids(pipeline.tokenizer, captions), _caption_ids(pipeline.tokenizer, [""])
     parameters = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=lr)
     ema = EMAModel(parameters, decay=ema_decay)
@@ -121,9 +164,7 @@ def _fit(pipeline, samples: torch.Tensor, captions: list[str], steps: int, batch
         batch_ids = torch.where(dropped[:, None], empty, ids[picks])  # [B, tokens]
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
-        noisy = scheduler.add_noise(x0, noise, t)
-        predicted = unet(noisy, t, encoder_hidden_states=text_encoder(batch_ids)[0]).sample
-        loss = F.mse_loss(predicted, noise)
+        loss = _diffusion_loss(pipeline, x0, batch_ids, noise, t, snr_gamma)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

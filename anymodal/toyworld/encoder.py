@@ -30,7 +30,7 @@ from .world import ALL_THINGS
 
 # The toy geometry: 32x32 images in 8x8 patches (16 tokens; 4x4 patches learned shapes no better per step at 4x
 # the cost); one 1-s clip of 32 mel bins x 100 frames (10 ms) in 16x16 patches (2 x 6 tokens); one
-# video clip of its first and last frame (8 frames at 8 fps = 1 s), 16x16 frames scaled to 32, one centre crop:
+# video clip of its first and last frame (8 frames at 8 fps = 1 s), 32x32 frames, one centre crop:
 # the 3-D stem's 2-frame kernel sees where the object went.
 # Text is 32 wide: its 49408-row CLIP vocabulary is most of the checkpoint (6.3 of ~7.6 MB).
 TOY_SPEC: dict[str, Any] = dict(
@@ -49,7 +49,7 @@ MOTION_CAPTIONS = sorted({thing.motion_caption for thing in ALL_THINGS})  # 128:
 # every shape is left-right symmetric (the triangle points up), so a mirrored image shows the same thing and a
 # mirrored video the same thing moving the mirrored way: free extra training data (shape is what is slow to learn)
 MIRRORED_DIRECTION = {"left": "right", "right": "left", "up": "up", "down": "down"}
-# videos per item in a batch: the shapes of the small moving objects (16x16 frames) learn slowest, and 64 more
+# videos per item in a batch: the shapes of the small moving objects learn slowest, and 64 more
 # videos add only ~10% to a step (the text pass over all 160 captions is the fixed cost)
 VIDEOS_PER_ITEM = 2
 PAIRINGS = {"image": "vision", "sound": "audio", "video": "vision"}  # each world medium -> its model input key

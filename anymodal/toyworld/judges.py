@@ -3,18 +3,23 @@ so that generated images / sounds / videos and spoken answers can be scored auto
 
     AttributeJudge("image")   CNN over [3, 32, 32] pixels                    -> shape, colour, size
     AttributeJudge("sound")   CNN over a [1, 32, 51] log-mel spectrogram (20 ms)    -> shape, colour, size
-    AttributeJudge("video")   CNN over the 8 frames stacked as [24, 16, 16]  -> shape, colour, direction
+    AttributeJudge("video")   CNN over the 8 frames stacked as [24, 32, 32]  -> shape, colour, direction
     SpeechJudge               conv + BiGRU + CTC over log-mel frames (20 ms) -> the spoken words
 
 ``train_judge(kind)`` trains one on the train split and measures it on the validation split (real, held-out
 items and speakers): a judge is only as trustworthy as that number, which the eval table prints beside it.
-Judges save to / load from a folder (``judge.json`` + ``judge.safetensors``).
+Judges save to / load from a folder (``judge.json`` + ``judge.safetensors``). ``judge.json`` records a
+fingerprint of what the judge learned from (``judge_fingerprint``): a run that needs a judge the package already
+ships, trained on the same world, copies it instead of training it again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -83,7 +88,7 @@ class AttributeJudge(nn.Module):
         if self.kind == "image":
             return torch.stack([F.interpolate(m.pixels[None], size=(32, 32), mode="area")[0] for m in items])
         if self.kind == "video":
-            return torch.stack([_video_input(m.frames) for m in items])  # [B, 24, 16, 16]
+            return torch.stack([_video_input(m.frames) for m in items])  # [B, 24, 32, 32]
         waves = torch.stack([F.pad(w, (0, max(0, SAMPLE_RATE - w.shape[0])))[:SAMPLE_RATE]
                              for w in map(_mono_16k, items)])  # [B, 16000]: one second
         return self.log_mel(waves)[:, None]  # [B, 1, 32, 51]
@@ -101,10 +106,18 @@ class AttributeJudge(nn.Module):
 
 
 def _video_input(frames: torch.Tensor) -> torch.Tensor:
-    """[T, 3, H, W] -> [24, 16, 16]: FRAMES frames picked evenly, area-resized, stacked as channels."""
+    """[T, 3, H, W] -> [24, 32, 32]: FRAMES frames picked evenly, area-resized, stacked as channels."""
     picks = torch.linspace(0, frames.shape[0] - 1, FRAMES).round().long()
-    small = F.interpolate(frames[picks], size=(VIDEO_SIZE, VIDEO_SIZE), mode="area")  # [8, 3, 16, 16]
+    small = F.interpolate(frames[picks], size=(VIDEO_SIZE, VIDEO_SIZE), mode="area")  # [8, 3, 32, 32]
     return small.reshape(-1, VIDEO_SIZE, VIDEO_SIZE)
+
+
+def _voiced(log_mel: torch.Tensor) -> torch.Tensor:
+    """Bool [frames]: the frames of ``log_mel`` [frames, bins] within 35 dB of the loudest (at least two), whose
+    statistics normalise the utterance: the share of pause in a clip then does not shift them."""
+    energy = log_mel.exp().sum(-1).log()  # [frames], natural log of power
+    voiced = energy > energy.max() - 35 / 10 * math.log(10)
+    return voiced if voiced.sum() >= 2 else torch.ones_like(voiced)
 
 
 class SpeechJudge(nn.Module):
@@ -119,12 +132,13 @@ class SpeechJudge(nn.Module):
         self.out = nn.Linear(2 * hidden, len(WORDS) + 1)  # class 0 is the CTC blank
 
     def features(self, items: list[Audio]) -> list[torch.Tensor]:
-        """Each item's log-mel frames [frames, 64], normalised per utterance and bin (as ASR front ends do:
-        the GRU then sees the same scale whatever the speaker's gain and channel)."""
+        """Each item's log-mel frames [frames, 64], normalised per utterance and bin by the statistics of its
+        voiced frames (as ASR front ends do: the GRU then sees the same scale whatever the speaker's gain and
+        channel, and however long the pauses)."""
         if any(not isinstance(m, Audio) for m in items):
             raise MediaError("the speech judge reads Audio items")
         mels = [self.log_mel(_mono_16k(m)).T for m in items]
-        return [(m - m.mean(0)) / m.std(0).clamp_min(1e-3) for m in mels]
+        return [(m - m[voiced].mean(0)) / m[voiced].std(0).clamp_min(1e-3) for m, voiced in zip(mels, map(_voiced, mels))]
 
     @staticmethod
     def pad(mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,6 +176,18 @@ def _sentences(split: str, n: int, seed: int) -> tuple[list[Audio], list[list[st
     return [speak(w, s, random.Random(rng.randrange(2 ** 31))) for w, s in zip(words, speakers)], words
 
 
+def with_pauses(clip: Audio, rng: random.Random) -> Audio:
+    """``clip`` between two pauses of 0-200 ms of noise 25-60 dB below its loudness: the judge normalises each
+    utterance, so without these it learned the world's own edge silence and misread vocoded speech, whose
+    pauses are longer and cleaner."""
+    wave = clip.waveform  # [1, N]
+    level = wave.pow(2).mean().sqrt() * 10 ** (-rng.uniform(25, 60) / 20)
+    generator = torch.Generator().manual_seed(rng.randrange(2 ** 31))
+    before, after = (int(rng.uniform(0, 0.2) * SAMPLE_RATE) for _ in range(2))
+    pause = torch.randn(1, before + after, generator=generator) * level
+    return Audio(torch.cat([pause[:, :before], wave, pause[:, before:]], 1), sample_rate=clip.sample_rate)
+
+
 def attribute_accuracy(judge: AttributeJudge, media: list[Media], things: list[Thing]) -> dict[str, float]:
     """Per-attribute accuracy and ``all`` (every judged attribute right)."""
     predicted = judge.predict(media)
@@ -186,6 +212,7 @@ def train_judge(kind: str, n: int = 1024, steps: int | None = None, batch_size: 
     rng = random.Random(seed)
     if kind == "speech":
         judge, (media, targets) = SpeechJudge(), _sentences("train", n, seed)
+        media = [with_pauses(clip, rng) if rng.random() < 0.5 else clip for clip in media]
     else:
         judge, (media, targets) = AttributeJudge(kind), _attribute_data(kind, "train", n, seed)
     with torch.no_grad():  # features once, not every step: the log-mel of 1024 sounds is most of the cost
@@ -225,11 +252,28 @@ def _loss(judge: nn.Module, features: list[torch.Tensor], targets: list) -> torc
 
 
 # ------------------------------------------------------------------------------------- persistence
-def save_judge(judge: nn.Module, directory: str | Path, accuracy: dict[str, float]) -> Path:
+JUDGE_REVISION = 2  # bump when train_judge changes what a judge learns (2: speech pauses), so old ones retrain
+MEDIA_TENSOR = {"image": "pixels", "sound": "waveform", "video": "frames", "speech": "waveform"}
+
+
+def judge_fingerprint(kind: str, seed: int = 0, options: dict | None = None) -> str:
+    """What a judge of ``kind`` learns from: its first validation samples as the world renders them for ``seed``
+    (rounded, so that last-bit differences between CPUs do not count), the training options and JUDGE_REVISION."""
+    if kind not in SCHEDULE:
+        raise ConfigError(f"no judge for {kind!r}; judges exist for {sorted(SCHEDULE)}")
+    digest = hashlib.sha256(json.dumps([kind, seed, options or {}, SCHEDULE[kind], JUDGE_REVISION]).encode())
+    media = _sentences("validation", 4, seed)[0] if kind == "speech" else _attribute_data(kind, "validation", 4, seed)[0]
+    for item in media:
+        digest.update((getattr(item, MEDIA_TENSOR[kind]) * 1e3).round().to(torch.int32).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_judge(judge: nn.Module, directory: str | Path, accuracy: dict[str, float], fingerprint: str | None = None) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, directory / "judge.safetensors")
-    (directory / "judge.json").write_text(json.dumps({"kind": judge.kind, "accuracy": accuracy}, indent=2) + "\n")
+    meta = {"kind": judge.kind, "accuracy": accuracy, "fingerprint": fingerprint}
+    (directory / "judge.json").write_text(json.dumps(meta, indent=2) + "\n")
     return directory
 
 
@@ -262,13 +306,26 @@ def default_judges_dir() -> Path:
 
 def load_or_train_judges(directory: str | Path, kinds: list[str], seed: int = 0, progress: bool = True,
                          **train_options) -> dict[str, tuple[nn.Module, dict[str, float]]]:
-    """Judges of ``kinds`` from ``directory/<kind>``, training (and saving) those that are not there yet;
+    """Judges of ``kinds`` from ``directory/<kind>``; one that is not there yet is copied from the package's
+    shipped judges when those learned from the same world (``judge_fingerprint``), else trained and saved there.
     ``train_options`` (n, steps, batch_size, n_eval) go to ``train_judge``."""
     judges = {}
     for kind in kinds:
         folder = Path(directory) / kind
         if not (folder / "judge.json").exists():
-            judge, accuracy = train_judge(kind, seed=seed, progress=progress, **train_options)
-            save_judge(judge, folder, accuracy)
+            fingerprint = judge_fingerprint(kind, seed, train_options)
+            shipped = SHIPPED_JUDGES_DIR / kind
+            if folder.resolve() != shipped.resolve() and _recorded_fingerprint(shipped) == fingerprint:
+                shutil.copytree(shipped, folder)
+            else:
+                judge, accuracy = train_judge(kind, seed=seed, progress=progress, **train_options)
+                save_judge(judge, folder, accuracy, fingerprint)
         judges[kind] = load_judge(folder)
     return judges
+
+
+def _recorded_fingerprint(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "judge.json").read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return None

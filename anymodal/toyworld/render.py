@@ -14,7 +14,7 @@ import torch
 from ..media import Audio, Media
 from .images import render_image
 from .sounds import render_sound
-from .spoken import speak, speaker_ids
+from .spoken import ASSISTANT, speak, speaker_ids
 from .tasks import spoken_question_text
 from .videos import render_video
 from .world import Thing, sample_things, split_seed
@@ -47,11 +47,15 @@ class WorldItem:
         raise ValueError(f"unknown kind {kind!r}; use one of {KINDS}")
 
     def spoken_question(self) -> tuple[str, str, Audio, Audio]:
-        """(question words, answer word, the question spoken, the answer spoken), both by the item's speaker:
-        "what colour is a small red circle" -> "red"."""
+        """(question words, answer word, the question spoken by the item's speaker, the answer spoken in the
+        assistant's voice): "what colour is a small red circle" -> "red"."""
         asked, answer = spoken_question_text(self.thing, self.rng("question"))
-        return (asked, answer, speak(asked, self.speaker, self.rng("question audio")),
-                speak(answer, self.speaker, self.rng("answer audio")))
+        return (asked, answer, speak(asked, self.speaker, self.rng("question audio")), assistant_says(answer))
+
+
+def assistant_says(words: str) -> Audio:
+    """``words`` in the assistant's voice: one fixed rendering per sentence, as a TTS would give."""
+    return speak(words, ASSISTANT, random.Random(f"assistant:{words}"))
 
 
 def world_items(split: str, n: int, seed: int = 0) -> list[WorldItem]:

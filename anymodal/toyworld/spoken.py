@@ -8,7 +8,9 @@ TOYWORLD-NOTES.md, where a BiGRU-CTC recogniser reads it at >99%).
     each phone 60-120 ms with 10 ms ramps; words separated by 40-90 ms of near-silence; 16 kHz.
 
 A word's phones come from its position in ``WORDS`` through a fixed seed, so the language is the same on
-every machine; a speaker's voice comes from the speaker id alone. Splits use disjoint speakers.
+every machine; a speaker's voice comes from the speaker id alone. Splits use disjoint speakers. The assistant
+answers in one voice of its own (``ASSISTANT``, the language's reference voice), as SpeechGPT's unit vocoder
+speaks in one: its units for a sentence do not depend on who asked.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ FRICATIVES = [(2600, 3600), (3400, 4600), (4200, 5400), (5000, 6300), (6000, 720
 NASALS = [(250, 1000), (250, 1400), (250, 2200)]  # (murmur formant, weak second formant)
 PHONES = [("vowel", f) for f in VOWELS] + [("fricative", b) for b in FRICATIVES] + [("nasal", f) for f in NASALS]
 SPEAKERS = {"train": range(0, 1000), "validation": range(1000, 1100), "test": range(1100, 1200)}
+ASSISTANT = -1  # the speaker id of the assistant's voice (no split's speaker)
 
 
 def _lexicon() -> dict[str, tuple[int, ...]]:
@@ -62,6 +65,8 @@ class Voice:
 
     @classmethod
     def of(cls, speaker: int) -> "Voice":
+        if speaker == ASSISTANT:  # the reference voice: no jitter
+            return cls(140.0, 1.0, 1.0, 0.0)
         rng = random.Random(speaker * 7919 + 13)
         return cls(140 * rng.uniform(0.95, 1.05), rng.uniform(0.95, 1.05), rng.uniform(0.9, 1.1), rng.uniform(-6, 0))
 

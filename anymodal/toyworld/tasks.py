@@ -39,7 +39,7 @@ class Item:
     question: str  # a spoken question about the thing
     question_text: str  # its words ("what colour is a small red circle")
     answer: str  # the answer's word ("red")
-    answer_speech: str  # the answer, spoken by the same speaker
+    answer_speech: str  # the answer, spoken in the assistant's voice
     speaker: int
 
 
