@@ -107,3 +107,21 @@ def test_short_training_lowers_the_loss_and_saves_a_small_float16_folder(tmp_pat
     c = loaded.encode_text(["a small red circle"])
     first, again = loaded.decode(c, steps=2, seed=0), loaded.decode(c, steps=2, seed=0)
     assert torch.equal(first[0].pixels, again[0].pixels)
+
+
+def test_the_unet_predicts_velocity_and_sees_the_pooled_condition_at_every_level():
+    decoder = PixelDiffusionDecoder.from_config({"modality": "image"})
+    unet, scheduler = decoder.pipeline.unet, decoder.pipeline.scheduler
+    assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    assert unet.config.addition_embed_type == "text" and unet.config.resnet_time_scale_shift == "scale_shift"
+    assert unet.config.down_block_types[-1] == "CrossAttnDownBlock2D" and unet.config.down_block_types[0] == "DownBlock2D"
+    c = condition(decoder, 2)
+    x, t = torch.randn(1, *decoder.pipeline.sample_shape), torch.tensor([500])
+    with torch.no_grad():
+        a, b = (unet(x, t, encoder_hidden_states=c[i:i + 1]).sample for i in range(2))
+    assert not torch.allclose(a, b)  # the condition steers the prediction
+    wider = PixelDiffusionDecoder.from_config({"modality": "image", "attention_levels": 2, "prediction_type": "epsilon"})
+    assert wider.pipeline.unet.config.down_block_types == ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+    assert wider.pipeline.scheduler.config.prediction_type == "epsilon"
+    with pytest.raises(ConfigError, match="attention_levels"):
+        PixelDiffusionDecoder.from_config({"modality": "image", "attention_levels": 4})

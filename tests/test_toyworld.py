@@ -187,3 +187,52 @@ def test_speech_judge_transcribes_into_the_vocabulary_and_round_trips(tmp_path):
     assert load_judge(tmp_path / "speech")[0].transcribe(clips) == heard
     with pytest.raises(MediaError, match="reads Audio"):
         judge.transcribe([world_items("test", 1)[0].render("image")])
+
+
+def test_speech_judge_normalises_by_voiced_frames_so_pauses_do_not_shift_the_scale():
+    from anymodal.toyworld.judges import SpeechJudge, with_pauses
+
+    clip = speak("a big red cross", 1100, random.Random(0))
+    hop = 320  # whole frames of near-silence on both sides: the clip's own frames keep their place
+    silence = torch.randn(1, 20 * hop, generator=torch.Generator().manual_seed(0)) * 1e-5
+    padded = type(clip)(torch.cat([silence, clip.waveform, silence], 1), sample_rate=clip.sample_rate)
+    plain, longer = SpeechJudge().features([clip, padded])
+    assert longer.shape[0] == plain.shape[0] + 40
+    middle = slice(5, plain.shape[0] - 5)  # away from the STFT's edge padding
+    torch.testing.assert_close(longer[20:-20][middle], plain[middle], atol=0.05, rtol=0)
+    paused = with_pauses(clip, random.Random(3))
+    assert paused.waveform.shape[1] >= clip.waveform.shape[1] and paused.sample_rate == clip.sample_rate
+    extra = paused.waveform.shape[1] - clip.waveform.shape[1]
+    assert extra == 0 or paused.waveform.abs().max() == clip.waveform.abs().max()  # the pauses are quieter
+
+
+def test_judges_record_what_they_learned_from_and_runs_copy_matching_shipped_ones(tmp_path, monkeypatch):
+    from anymodal.toyworld import judges
+
+    options = {"n": 32, "steps": 2, "batch_size": 8, "n_eval": 4}
+    fingerprint = judges.judge_fingerprint("image", 0, options)
+    assert fingerprint == judges.judge_fingerprint("image", 0, dict(options))
+    assert fingerprint not in {judges.judge_fingerprint("image", 1, options), judges.judge_fingerprint("video", 0, options),
+                               judges.judge_fingerprint("image", 0, {**options, "steps": 3})}
+    shipped = tmp_path / "shipped"
+    judge, accuracy = train_judge("image", progress=False, **options)
+    save_judge(judge, shipped / "image", accuracy, fingerprint)
+    monkeypatch.setattr(judges, "SHIPPED_JUDGES_DIR", shipped)
+    monkeypatch.setattr(judges, "train_judge", lambda *a, **k: pytest.fail("a matching shipped judge was retrained"))
+    copied = judges.load_or_train_judges(tmp_path / "run", ["image"], seed=0, progress=False, **options)["image"]
+    assert (tmp_path / "run" / "image" / "judge.safetensors").is_file() and copied[1] == accuracy
+    trained = []
+    monkeypatch.setattr(judges, "train_judge", lambda kind, **k: trained.append(kind) or (judge, accuracy))
+    judges.load_or_train_judges(tmp_path / "other", ["image"], seed=1, progress=False, **options)  # another world
+    assert trained == ["image"]
+    assert json.loads((tmp_path / "other" / "image" / "judge.json").read_text())["fingerprint"] == \
+        judges.judge_fingerprint("image", 1, options)
+
+
+def test_the_assistant_answers_in_one_voice_whoever_asks():
+    from anymodal.toyworld.render import assistant_says
+
+    a, b = (WorldItem(0, Thing("circle", "red", "big", "left"), speaker, seed=7) for speaker in (3, 1100))
+    assert torch.equal(a.spoken_question()[3].waveform, b.spoken_question()[3].waveform)
+    assert torch.equal(a.spoken_question()[3].waveform, assistant_says(a.spoken_question()[1]).waveform)
+    assert not torch.equal(a.spoken_question()[2].waveform, b.spoken_question()[2].waveform)  # the askers differ
