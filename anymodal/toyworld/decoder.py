@@ -97,7 +97,7 @@ def _training_data(pipeline, kind: str, n: int, seed: int, progress: bool) -> tu
     if kind == "image":
         batch = torch.stack([m.pixels for m in media])  # [n, 3, 32, 32]
     elif kind == "video":
-        batch = torch.stack([m.frames for m in media])  # [n, 8, 3, 32, 32]
+        batch = torch.stack([m.frames for m in media])  # [n, 8, 3, 32, 32]: the pipeline downsamples them
     else:
         batch = torch.stack([m.waveform[0] for m in media])  # [n, 16000]
     captions = [it.thing.motion_caption if kind == "video" else it.thing.caption for it in items]

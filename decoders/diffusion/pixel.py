@@ -5,7 +5,10 @@ a free stand-in for a VAE, 4x cheaper than raw 32x32 pixels):
 
     modality  media                        UNet sample (unshuffle)
     image     [3, 32, 32] in [0, 1]        [12, 16, 16]  (2)
-    video     [8, 3, 32, 32] in [0, 1]     [96, 16, 16]  (2: the 8 frames stacked as channels)
+    video     [8, 3, 16, 16] in [0, 1]     [24, 16, 16]  (1: the 8 frames stacked as channels; larger frames,
+                                           like the world's 32x32, are area-downsampled for training: unshuffled
+                                           32x32 frames are 96 channels, more than a 32-channel first UNet level
+                                           can carry, and samples stayed noise)
     audio     [1, 16000] 16 kHz            log-mel [1, 128 bins, 64 frames] -> [16, 32, 16]  (4); back to a
                                            waveform by spectral peaks + torchaudio's GriffinLim
 
@@ -36,7 +39,7 @@ from .tiny import tiny_clip_text, tiny_unet_layout
 
 # media size and unshuffle factor per modality: (media channels, height, width, unshuffle). Audio needs 128
 # mel bins: with fewer, the judge hears the smeared partials of a pure tone as vibrato (a circle as a cross)
-LAYOUTS = {"image": (3, 32, 32, 2), "video": (3 * 8, 32, 32, 2), "audio": (1, 128, 64, 4)}
+LAYOUTS = {"image": (3, 32, 32, 2), "video": (3 * 8, 16, 16, 1), "audio": (1, 128, 64, 4)}
 # peak-normalised log-mel values of the world's sounds span about [-5.5, 11]: this maps them into [-1, 1]
 LOG_MEL_CENTER, LOG_MEL_SCALE = 3.0, 8.5
 # the quietest spectral level, relative to the clip's loudest, that is treated as a partial rather than noise
@@ -109,8 +112,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
     # ---- media <-> UNet samples ------------------------------------------------------------------------
 
     def encode_media(self, media: torch.Tensor) -> torch.Tensor:
-        """The training target: images [B, 3, H, W] / videos [B, T, 3, H, W] in [0, 1], or waveforms [B, N]
-        -> UNet samples [B, C, h, w] in [-1, 1]."""
+        """The training target: images [B, 3, H, W] / videos [B, T, 3, H, W] in [0, 1] (area-resized to the
+        pipeline's media size), or waveforms [B, N] -> UNet samples [B, C, h, w] in [-1, 1]."""
         if self.config.modality == "audio":
             waves = F.pad(media, (0, max(0, self.num_samples - media.shape[-1])))[:, :self.num_samples]  # [B, N]
             waves = waves / waves.abs().amax(-1, keepdim=True).clamp_min(1e-4)  # loudness is not an attribute
@@ -118,6 +121,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             x = ((log_mel - LOG_MEL_CENTER) / LOG_MEL_SCALE)[:, None].clamp(-1, 1)  # [B, 1, bins, frames]
         else:
             x = media.flatten(1, -3) * 2 - 1  # video: frames stacked as channels [B, T * 3, H, W]
+            if x.shape[-2:] != self.media_shape[-2:]:
+                x = F.interpolate(x, size=self.media_shape[-2:], mode="area")
         return F.pixel_unshuffle(x, self.config.unshuffle)  # [B, C * r * r, H / r, W / r]
 
     def decode_sample(self, sample: torch.Tensor) -> torch.Tensor:
@@ -242,7 +247,7 @@ class PixelDiffusionDecoder(DiffusionDecoder):
     def decode(self, condition: torch.Tensor, *, steps: int | None = None, guidance_scale: float | None = None,
                seed: int | None = None, generator: torch.Generator | None = None,
                negative_condition: torch.Tensor | None = None) -> list[Media]:
-        """``condition`` ``[B, *condition_shape]`` -> B images [3, 32, 32], videos [8, 3, 32, 32] at 8 fps or
+        """``condition`` ``[B, *condition_shape]`` -> B images [3, 32, 32], videos [8, 3, 16, 16] at 8 fps or
         sounds [1, 16000] at 16 kHz, like the toy world's own. Defaults: 20 DDIM steps and the guidance the
         decoder was trained to use."""
         output = self._generate(condition, negative_condition, steps, guidance_scale, seed, generator)
