@@ -63,3 +63,15 @@ def test_a_missing_bundle_says_how_to_rebuild_it(tmp_path, monkeypatch):
         anymodal.load("toyworld")
     with pytest.raises(CheckpointError, match="not a finished toy-world run"):
         shipped.ship(tmp_path / "no-run", target=tmp_path / "target")
+
+
+def test_the_shipped_judges_learned_from_this_world():
+    """A change to the world's rendering (or to train_judge) without a rebuilt bundle fails here; the recipe then
+    trains its judges instead of copying these."""
+    import json
+
+    from anymodal.toyworld.judges import judge_fingerprint
+
+    for kind in ("image", "sound", "video", "speech"):
+        recorded = json.loads((SHIPPED / "judges" / kind / "judge.json").read_text())["fingerprint"]
+        assert recorded == judge_fingerprint(kind, seed=0), kind

@@ -138,7 +138,8 @@ class SpeechJudge(nn.Module):
         if any(not isinstance(m, Audio) for m in items):
             raise MediaError("the speech judge reads Audio items")
         mels = [self.log_mel(_mono_16k(m)).T for m in items]
-        return [(m - m[voiced].mean(0)) / m[voiced].std(0).clamp_min(1e-3) for m, voiced in zip(mels, map(_voiced, mels))]
+        voiced = [m[_voiced(m)] for m in mels]
+        return [(m - v.mean(0)) / v.std(0).clamp_min(1e-3) for m, v in zip(mels, voiced)]
 
     @staticmethod
     def pad(mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,13 +263,14 @@ def judge_fingerprint(kind: str, seed: int = 0, options: dict | None = None) -> 
     if kind not in SCHEDULE:
         raise ConfigError(f"no judge for {kind!r}; judges exist for {sorted(SCHEDULE)}")
     digest = hashlib.sha256(json.dumps([kind, seed, options or {}, SCHEDULE[kind], JUDGE_REVISION]).encode())
-    media = _sentences("validation", 4, seed)[0] if kind == "speech" else _attribute_data(kind, "validation", 4, seed)[0]
-    for item in media:
+    samples = _sentences("validation", 4, seed) if kind == "speech" else _attribute_data(kind, "validation", 4, seed)
+    for item in samples[0]:
         digest.update((getattr(item, MEDIA_TENSOR[kind]) * 1e3).round().to(torch.int32).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
-def save_judge(judge: nn.Module, directory: str | Path, accuracy: dict[str, float], fingerprint: str | None = None) -> Path:
+def save_judge(judge: nn.Module, directory: str | Path, accuracy: dict[str, float],
+               fingerprint: str | None = None) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, directory / "judge.safetensors")
