@@ -127,3 +127,16 @@ def test_the_unet_predicts_velocity_and_sees_the_pooled_condition_at_every_level
     assert wider.pipeline.scheduler.config.prediction_type == "epsilon"
     with pytest.raises(ConfigError, match="attention_levels"):
         PixelDiffusionDecoder.from_config({"modality": "image", "attention_levels": 4})
+
+
+def test_the_sound_decoder_trains_without_the_pooled_condition_unless_asked(tmp_path):
+    sound = train_decoder("sound", tmp_path / "sound", steps=1, train_items=4, batch_size=2, n_eval=0,
+                          device="cpu", progress=False)
+    assert sound["architecture"] == {"pooled_condition": False}
+    unet = PixelDiffusionDecoder.from_pretrained(tmp_path / "sound", progress=False).pipeline.unet
+    assert unet.config.addition_embed_type is None
+    asked = train_decoder("sound", tmp_path / "asked", steps=1, train_items=4, batch_size=2, n_eval=0,
+                          architecture={"pooled_condition": True}, progress=False)
+    assert asked["architecture"] == {"pooled_condition": True}
+    image = train_decoder("image", tmp_path / "image", steps=1, train_items=4, batch_size=2, n_eval=0, progress=False)
+    assert image["architecture"] == {}
