@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from .. import io
@@ -45,7 +46,10 @@ class Row:
 
 def evaluate(model, n: int = 64, seed: int = 0, judges_dir: str | Path | None = None, batch_size: int = 16,
              progress: bool = True) -> list[Row]:
-    """Every metric of the toy world for ``model`` (an ``AnyModalModel``) on ``n`` test items."""
+    """Every metric of the toy world for ``model`` (an ``AnyModalModel``) on ``n`` test items. Seeded: the
+    decoders draw their noise from torch's global generator, so the same bundle scores the same whatever ran
+    before in the process."""
+    torch.manual_seed(seed)
     items = world_items("test", n, seed)
     things = [it.thing for it in items]
     encoders, decoders = set(model.config.encoders), set(model.config.decoders)

@@ -132,14 +132,15 @@ class SpeechJudge(nn.Module):
         self.out = nn.Linear(2 * hidden, len(WORDS) + 1)  # class 0 is the CTC blank
 
     def features(self, items: list[Audio]) -> list[torch.Tensor]:
-        """Each item's log-mel frames [frames, 64], normalised per utterance and bin by the statistics of its
-        voiced frames (as ASR front ends do: the GRU then sees the same scale whatever the speaker's gain and
-        channel, and however long the pauses)."""
+        """Each item's log-mel frames [frames, 64], normalised per utterance by the mean and spread of its voiced
+        frames over all bins: the GRU then sees the same scale whatever the speaker's gain, and however long the
+        pauses. Not per bin, as ASR front ends do: a single word's own mean spectrum is most of what tells it
+        apart, and per-bin statistics subtracted it (the judge read "circle" alone 4 times in 20)."""
         if any(not isinstance(m, Audio) for m in items):
             raise MediaError("the speech judge reads Audio items")
         mels = [self.log_mel(_mono_16k(m)).T for m in items]
         voiced = [m[_voiced(m)] for m in mels]
-        return [(m - v.mean(0)) / v.std(0).clamp_min(1e-3) for m, v in zip(mels, voiced)]
+        return [(m - v.mean()) / v.std().clamp_min(1e-3) for m, v in zip(mels, voiced)]
 
     @staticmethod
     def pad(mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,9 +171,10 @@ def _attribute_data(kind: str, split: str, n: int, seed: int) -> tuple[list[Medi
 
 
 def _sentences(split: str, n: int, seed: int) -> tuple[list[Audio], list[list[str]]]:
-    """``n`` random sentences of 1-6 words from the vocabulary, by the split's speakers."""
+    """``n`` random sentences of 1-6 words from the vocabulary, by the split's speakers. A third are single
+    words, as the assistant's spoken answers are."""
     rng = random.Random(split_seed(seed, split) + 7)
-    words = [rng.choices(WORDS, k=rng.randint(1, 6)) for _ in range(n)]
+    words = [rng.choices(WORDS, k=1 if rng.random() < 1 / 3 else rng.randint(2, 6)) for _ in range(n)]
     speakers = speaker_ids(split, n, rng)
     return [speak(w, s, random.Random(rng.randrange(2 ** 31))) for w, s in zip(words, speakers)], words
 
@@ -253,16 +255,18 @@ def _loss(judge: nn.Module, features: list[torch.Tensor], targets: list) -> torc
 
 
 # ------------------------------------------------------------------------------------- persistence
-JUDGE_REVISION = 2  # bump when train_judge changes what a judge learns (2: speech pauses), so old ones retrain
+# bump a kind's revision when train_judge changes what its judge learns, so old ones retrain
+# (speech 2: pauses; 3: a third single words, utterance-wide normalisation)
+JUDGE_REVISION = {"image": 2, "sound": 2, "video": 2, "speech": 3}
 MEDIA_TENSOR = {"image": "pixels", "sound": "waveform", "video": "frames", "speech": "waveform"}
 
 
 def judge_fingerprint(kind: str, seed: int = 0, options: dict | None = None) -> str:
     """What a judge of ``kind`` learns from: its first validation samples as the world renders them for ``seed``
-    (rounded, so that last-bit differences between CPUs do not count), the training options and JUDGE_REVISION."""
+    (rounded, so that last-bit differences between CPUs do not count), the training options and its JUDGE_REVISION."""
     if kind not in SCHEDULE:
         raise ConfigError(f"no judge for {kind!r}; judges exist for {sorted(SCHEDULE)}")
-    digest = hashlib.sha256(json.dumps([kind, seed, options or {}, SCHEDULE[kind], JUDGE_REVISION]).encode())
+    digest = hashlib.sha256(json.dumps([kind, seed, options or {}, SCHEDULE[kind], JUDGE_REVISION[kind]]).encode())
     samples = _sentences("validation", 4, seed) if kind == "speech" else _attribute_data(kind, "validation", 4, seed)
     for item in samples[0]:
         digest.update((getattr(item, MEDIA_TENSOR[kind]) * 1e3).round().to(torch.int32).numpy().tobytes())
