@@ -91,7 +91,9 @@ def test_every_task_round_trips_through_the_training_reader(world):
     assert kinds["retrieve"] == [("user", ["text"]), ("assistant", ["retrieval"])]
     assert [k for _, parts in kinds["switch"] for k in parts].count("signal") == 2
     assert len(kinds) == 11
-    caption = read_data([str(world / "train" / "caption_video.jsonl")])[0].messages[1][1][0].text
+    videos = str(world / "train" / "caption_video.jsonl")
+    assert len(read_data([videos, videos])) == 12  # a file listed twice is drawn twice as often (recipe weights)
+    caption = read_data([videos])[0].messages[1][1][0].text
     assert caption == f"a {rows[0]['size']} {rows[0]['colour']} {rows[0]['shape']} moving {rows[0]['direction']}"
     signal = read_data([str(world / "train" / "generate_image.jsonl")])[0].messages[1][1][1]
     assert signal.modality.value == "image" and signal.text == rows[0]["caption"]
