@@ -50,6 +50,7 @@ class LLMConfig:
 @dataclass
 class InputProjectionConfig:
     kind: str = "mlp"  # linear | mlp (LLaVA-1.5's 2-layer GELU MLP)
+    tokens: int = 1  # LLM tokens per encoder token: > 1 spreads one pooled embedding over a prefix (ClipCap)
 
 
 @dataclass

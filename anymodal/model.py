@@ -55,7 +55,8 @@ class AnyModalModel(nn.Module):
             m: OutputProjection(d_llm, tuple(d.condition_shape), d.projection) for m, d in config.decoders.items()})
         self.retrieval_projection = (OutputProjection(d_llm, (config.retrieval.dim,), config.retrieval.projection)
                                      if config.retrieval.enabled else None)
-        self.processor = Processor(tokenizer, protocol, {m: e.tokens_per_item for m, e in encoders.items()}, config.prompt)
+        self.processor = Processor(tokenizer, protocol, {m: e.tokens_per_item * self.input_projections[m.value].tokens
+                                                         for m, e in encoders.items()}, config.prompt)
         self._decoders: dict[Modality, Decoder] = dict(decoders or {})  # built once, on first use
         self._retriever = retriever
 
@@ -145,12 +146,13 @@ class AnyModalModel(nn.Module):
 
     # --------------------------------------------------------------------------------- forward
     def encode_media(self, modality: Modality, items: list[Media]) -> torch.Tensor:
-        """Items of one modality -> projected features [N, T, D_llm] (gradients flow into the projection only)."""
+        """Items of one modality -> projected features [N, T * k, D_llm], k the projection's tokens per encoder
+        token (gradients flow into the projection only)."""
         encoder = self.encoders[modality.value]
         projection = self.input_projections[modality.value]
         batch = encoder.preprocess(items).to(self.device)
         features = encoder.encode(batch).clone()  # [N, T, D_enc]; clone leaves inference mode
-        return projection(features.to(next(projection.parameters()).dtype))  # [N, T, D_llm]
+        return projection(features.to(next(projection.parameters()).dtype))  # [N, T * k, D_llm]
 
     def embed(self, input_ids: torch.Tensor, media: dict[Modality, list[Media]]) -> torch.Tensor:
         """Token embeddings with projected media features written into the placeholder positions."""

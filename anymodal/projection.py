@@ -1,6 +1,7 @@
 """Projections between an encoder / decoder space and the LLM's embedding space.
 
-InputProjection   encoder features [B, T, D_enc] -> LLM embeddings [B, T, D_llm]   (LLaVA linear / MLP)
+InputProjection   encoder features [B, T, D_enc] -> LLM embeddings [B, T * k, D_llm]   (LLaVA linear / MLP; k > 1:
+                  ClipCap's prefix, each encoder token spread over k LLM tokens)
 OutputProjection  signal hidden states [B, k, D_llm] -> decoder conditioning [B, *condition_shape]
                   (NExT-GPT: a small transformer whose learned queries read the k signal states)
 """
@@ -17,16 +18,19 @@ from .errors import ConfigError
 class InputProjection(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, config: InputProjectionConfig):
         super().__init__()
-        self.in_dim, self.out_dim = in_dim, out_dim
+        if config.tokens < 1:
+            raise ConfigError(f"an input projection gives at least 1 LLM token per encoder token, got tokens={config.tokens}")
+        self.in_dim, self.out_dim, self.tokens = in_dim, out_dim, config.tokens
         if config.kind == "linear":
-            self.net = nn.Linear(in_dim, out_dim)
+            self.net = nn.Linear(in_dim, out_dim * config.tokens)
         elif config.kind == "mlp":
-            self.net = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+            self.net = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim * config.tokens))
         else:
             raise ConfigError(f"input projection kind must be 'linear' or 'mlp', got {config.kind!r}")
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, T, D_enc] -> [B, T, D_llm]
-        return self.net(features)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [B, T, D_enc] -> [B, T * k, D_llm]
+        batch, length, _ = features.shape
+        return self.net(features).reshape(batch, length * self.tokens, self.out_dim)
 
 
 class OutputProjection(nn.Module):

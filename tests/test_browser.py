@@ -47,8 +47,9 @@ def test_assistant_in_a_real_browser(tiny_model, tmp_path):
             page.locator("#box input[type=file]").set_input_files(str(picture))
             page.locator("#box textarea").fill("what is in this picture? draw one like it")
             page.locator("#box textarea").press("Enter")
-            # the user's image, then the generated one, both rendered as <img> in the chat
-            page.wait_for_function("document.querySelectorAll('#chat img').length >= 2", timeout=60_000)
+            # the user's image, then the generated one, both rendered as <img> in the chat (a generous wait: on
+            # two busy cores generation plus the page update once took over a minute)
+            page.wait_for_function("document.querySelectorAll('#chat img').length >= 2", timeout=180_000)
             page.get_by_text("here it is").first.wait_for(timeout=30_000)
             sources = [img.get_attribute("src") for img in page.locator("#chat img").all()]
             shot = tmp_path / "assistant.png"

@@ -271,6 +271,26 @@ def test_variable_length_encoder_is_refused_with_a_fix(tiny_root, tmp_path):
         AnyModalModel.from_config(config)
 
 
+def test_prefix_projection_spreads_one_embedding_over_k_tokens(tiny_root, tmp_path):
+    """ClipCap's prefix: ``projection.tokens: 3`` puts 3 LLM tokens per encoder token at each placeholder, and the
+    bundle comes back with the same expansion."""
+    config = tiny_config(tiny_root, decoders=False, retrieval=False)
+    config.encoders["image"].projection.tokens = 3
+    torch.manual_seed(0)
+    model = AnyModalModel.from_config(config).eval()
+    example = model.processor.encode([Turn.user("what is this?", image())])
+    assert example.input_ids.count(model.protocol.placeholder_id(Modality.IMAGE)) == 3 * model.encoders["image"].tokens_per_item
+    assert model.encode_media(Modality.IMAGE, [image()]).shape[1] == 3 * model.encoders["image"].tokens_per_item
+    batch = model.processor.collate([example])
+    model.save_pretrained(tmp_path / "bundle")
+    loaded = AnyModalModel.from_pretrained(tmp_path / "bundle")
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, loaded(batch).logits)
+    config.encoders["image"].projection.tokens = 0
+    with pytest.raises(ConfigError, match="at least 1 LLM token"):
+        AnyModalModel.from_config(config)
+
+
 def test_speech_units_as_input(tiny_root):
     from anymodal import Units
 
