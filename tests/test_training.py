@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from anymodal.errors import CheckpointError, ConfigError
 from anymodal.media import Modality
 from anymodal.model import AnyModalModel
+from anymodal.server.background import free_port
 from anymodal.training import Trainer, load_recipe, read_data
 from anymodal.training.data import Collator
 from anymodal.training import trainer as trainer_module
@@ -268,7 +269,8 @@ def test_two_gloo_processes_run_a_recipe_to_the_end(toy, tmp_path):
     script.write_text("import sys\nfrom anymodal.commands.train import run\nfrom types import SimpleNamespace\n"
                       "sys.exit(run(SimpleNamespace(recipe=sys.argv[1], overrides=sys.argv[2:], resume=False)))\n")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+    # a free port, not torchrun's fixed 29500: another run on the machine may hold that one
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), str(script),
                str(RECIPES / "decoder_alignment.yaml"), f"toy.dir={toy}", "toy.images=16", f"output_dir={tmp_path / 'ddp'}",
                "train.steps=4", "train.batch_size=2", "train.eval_every=2", "train.checkpoint_every=2"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
