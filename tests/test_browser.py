@@ -18,6 +18,17 @@ from anymodal.server.background import free_port  # noqa: E402
 CHROMIUM = os.environ.get("ANYMODAL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def fill_and_keep(textarea, text: str):
+    """Gradio gives a textbox its initial value just after the box mounts (the options accordion mounts its
+    children when opened), and a fill made in that moment is wiped: fill until the text stays."""
+    for _ in range(10):
+        textarea.fill(text)
+        textarea.page.wait_for_timeout(300)
+        if textarea.input_value() == text:
+            return
+    raise AssertionError(f"the page kept clearing {text!r}")
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium; .ci/run does it)")
 def test_assistant_in_a_real_browser(tiny_model, tmp_path):
     from apps.common import launch
@@ -43,13 +54,20 @@ def test_assistant_in_a_real_browser(tiny_model, tmp_path):
             page.route("**/*", local_only)
             page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
             page.get_by_text("options").click()
-            page.locator("#prefill textarea").fill("here it is [IMG0]")
+            fill_and_keep(page.locator("#prefill textarea"), "here it is [IMG0]")
             page.locator("#box input[type=file]").set_input_files(str(picture))
-            page.locator("#box textarea").fill("what is in this picture? draw one like it")
+            # the upload is asynchronous: send once its thumbnail is shown and the spinner is gone
+            page.locator("#box img.thumbnail-image").wait_for(timeout=60_000)
+            page.locator('#box [aria-label="Uploading"]').wait_for(state="detached", timeout=60_000)
+            fill_and_keep(page.locator("#box textarea"), "what is in this picture? draw one like it")
             page.locator("#box textarea").press("Enter")
-            # the user's image, then the generated one, both rendered as <img> in the chat (a generous wait: on
-            # two busy cores generation plus the page update once took over a minute)
-            page.wait_for_function("document.querySelectorAll('#chat img').length >= 2", timeout=180_000)
+            # the user's image, then the generated one, both rendered as <img> in the chat (the wait is a ceiling
+            # for two busy cores)
+            try:
+                page.wait_for_function("document.querySelectorAll('#chat img').length >= 2", timeout=180_000)
+            except sync_api.TimeoutError:
+                page.screenshot(path=str(tmp_path / "timed-out.png"), full_page=True)
+                raise AssertionError(f"no generated image in the chat; the page is in {tmp_path / 'timed-out.png'}")
             page.get_by_text("here it is").first.wait_for(timeout=30_000)
             sources = [img.get_attribute("src") for img in page.locator("#chat img").all()]
             shot = tmp_path / "assistant.png"
