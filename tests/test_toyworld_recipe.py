@@ -22,6 +22,8 @@ def test_bad_recipes_name_the_problem(tmp_path):
         recipe.load(ALL, ["toyworld.stagez=1"])
     with pytest.raises(ConfigError, match="needs toyworld.model"):
         recipe.load({"toyworld": {"stages": [{"name": "encoder_alignment"}]}})
+    with pytest.raises(ConfigError, match=r"more than one stage writes \['instruction_tuning'\]; give each a `step:`"):
+        recipe.load(ALL, ["toyworld.stages.0.name=instruction_tuning"])
     with pytest.raises(ConfigError, match="image, video and audio"):
         recipe.load(ALL, ["toyworld.decoders={depth: {}}"])
     with pytest.raises(ConfigError, match="world/<task> or speech/<task>"):
@@ -37,10 +39,10 @@ def test_finished_steps_are_skipped_and_each_records_its_time(tmp_path, monkeypa
         def run(folder):
             calls.append(name)
             return {"value": len(calls)}
-        return name, run
+        return recipe.Step(name, run)
 
     monkeypatch.setattr(recipe, "_steps", lambda spec, out, progress: [step("one"), step("two")])
-    spec = recipe.load(ALL, [f"toyworld.output_dir={tmp_path}"])
+    spec = recipe.load(ALL, [f"toyworld.output_dir={tmp_path}", "toyworld.workers=1"])
     recipe.run(spec, progress=False)
     assert calls == ["one", "two"]
     saved = json.loads((tmp_path / "two" / "metrics.json").read_text())
@@ -49,3 +51,32 @@ def test_finished_steps_are_skipped_and_each_records_its_time(tmp_path, monkeypa
     recipe.run(spec, progress=False)
     assert calls == ["one", "two", "two"]
     assert "step times: one" in capsys.readouterr().out
+
+
+def test_a_step_failing_in_a_worker_names_itself_and_its_log_and_keeps_what_finished(tmp_path):
+    spec = recipe.load(ALL, [f"toyworld.output_dir={tmp_path}", "toyworld.workers=2", "toyworld.threads=2",
+                             "toyworld.world={train: 8, eval: 4}", "toyworld.judges={n: 16, steps: 1, n_eval: 4}",
+                             "toyworld.encoder={no_such_option: 1}"])
+    with pytest.raises(RuntimeError, match=r"step encoder failed: .*no_such_option.*encoder/log\.txt"):
+        recipe.run(spec, progress=False)
+    assert (tmp_path / "world" / "metrics.json").is_file() and (tmp_path / "judges" / "metrics.json").is_file()
+    assert not (tmp_path / "encoder" / "metrics.json").exists()
+    assert not (tmp_path / "index").exists()  # nothing that needs the encoder started
+
+
+def test_the_worker_bar_shows_each_steps_latest_progress_line(tmp_path):
+    log = tmp_path / "decoder_image" / "log.txt"
+    assert recipe._last_line(log) == "decoder_image"
+    log.parent.mkdir()
+    log.write_text("render image: 100%\ntrain decoder:   1%| 14/3000\rtrain decoder:   2%| 31/3000\r")
+    assert recipe._last_line(log) == "decoder_image: train decoder:   2%| 31/3000"
+
+
+def test_steps_wait_for_the_steps_whose_output_they_read():
+    spec = recipe.load(ALL)
+    needs = {step.name: set(step.needs) for step in recipe._steps(spec, recipe.Path("runs/x"), progress=False)}
+    assert needs["encoder"] == needs["llm"] == needs["speech"] == {"world"}
+    assert needs["decoder_video"] == {"world", "judges"} and needs["index"] == {"world", "encoder"}
+    first, *later = [stage.name for stage in spec.stages]
+    assert {"encoder", "decoder_image", "decoder_video", "decoder_audio", "llm", "speech", "index"} <= needs[first]
+    assert needs[later[0]] == {first} and needs["bundle"] == {"eval", later[-1]}
