@@ -36,8 +36,7 @@ def test_the_whole_recipe_runs_and_every_step_learns(tmp_path):
         assert metrics(f"decoder_{kind}")["probe_loss_end"] < metrics(f"decoder_{kind}")["probe_loss_start"], kind
     assert metrics("llm")["perplexity"] < metrics("llm")["perplexity_before"]
     for stage in spec.stages:
-        folder = stage.step or stage.name
-        assert metrics(folder)["eval"]["loss"] < metrics(folder)["eval_before"]["loss"], folder
+        assert metrics(stage.folder)["eval"]["loss"] < metrics(stage.folder)["eval_before"]["loss"], stage.folder
     rows = {r["path"] for r in metrics("bundle")["rows"]}
     assert {"caption image", "generate video", "[RET] recall@1", "chain of modality"} <= rows
 

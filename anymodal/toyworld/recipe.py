@@ -55,6 +55,10 @@ class StageStep:
     scheduler: str = "cosine"
     log_every: int = 50
 
+    @property
+    def folder(self) -> str:
+        return self.step or self.name
+
 
 @dataclass
 class ToyWorldSpec:
@@ -94,7 +98,7 @@ def load(source: str | Path | dict, overrides: list[str] | None = None) -> ToyWo
     spec = cfg.build(ToyWorldRecipe, source, overrides=overrides).toyworld
     if spec.model is None or not spec.stages:
         raise ConfigError("a toy-world recipe needs toyworld.model (the first stage's ModelConfig) and toyworld.stages")
-    folders = [stage.step or stage.name for stage in spec.stages]
+    folders = [stage.folder for stage in spec.stages]
     twice = sorted({f for f in folders if folders.count(f) > 1})
     if twice:
         raise ConfigError(f"toyworld.stages: more than one stage writes {twice}; give each a `step:` folder name")
@@ -238,9 +242,9 @@ def _steps(spec: ToyWorldSpec, out: Path, progress: bool) -> list[Step]:
     previous = None
     parts = tuple(s.name for s in steps)  # the first stage's model is built from all of them
     for stage in spec.stages:
-        steps.append(Step(stage.step or stage.name, lambda folder, stage=stage, previous=previous:
+        steps.append(Step(stage.folder, lambda folder, stage=stage, previous=previous:
                           _stage(folder, out, stage, spec, previous), parts if previous is None else (previous,)))
-        previous = stage.step or stage.name
+        previous = stage.folder
     steps += [Step("eval", lambda folder: _eval(folder, out, previous, spec, progress), ("judges", previous)),
               Step("bundle", lambda folder: _bundle(folder, out, previous), ("eval", previous))]
     return steps
