@@ -80,3 +80,29 @@ def test_steps_wait_for_the_steps_whose_output_they_read():
     first, *later = [stage.name for stage in spec.stages]
     assert {"encoder", "decoder_image", "decoder_video", "decoder_audio", "llm", "speech", "index"} <= needs[first]
     assert needs[later[0]] == {first} and needs["bundle"] == {"eval", later[-1]}
+
+
+def test_a_stage_may_draw_its_own_seed(tmp_path, monkeypatch):
+    from anymodal import training
+
+    seeds = []
+
+    class RecordingTrainer:
+        last_eval: dict = {}
+
+        def __init__(self, config):
+            seeds.append(config["train"]["seed"])
+
+        def evaluate(self):
+            return {}
+
+        def fit(self):
+            pass
+
+    monkeypatch.setattr(training, "load_recipe", lambda config: config)
+    monkeypatch.setattr(training, "Trainer", RecordingTrainer)
+    monkeypatch.setattr(recipe, "_task_files", lambda out, names, split: [f"{split}.jsonl"])
+    spec = recipe.load(ALL, ["toyworld.seed=3", "toyworld.stages.1.seed=5"])
+    for stage in spec.stages[:2]:
+        recipe._stage(tmp_path / stage.folder, tmp_path, stage, spec, previous="before")
+    assert seeds == [3, 5]

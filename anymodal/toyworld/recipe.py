@@ -54,6 +54,7 @@ class StageStep:
     warmup_steps: int = 20
     scheduler: str = "cosine"
     log_every: int = 50
+    seed: Optional[int] = None  # its batches' order and fresh weights (default: toyworld.seed)
 
     @property
     def folder(self) -> str:
@@ -321,7 +322,8 @@ def _stage(folder: Path, out: Path, stage: StageStep, spec: ToyWorldSpec, previo
         "stage": {"name": stage.name}, **start,
         "data": {"train": _task_files(out, stage.data, "train"), "eval": _task_files(out, stage.data, "validation")},
         "optim": {"lr": stage.lr, "scheduler": stage.scheduler, "warmup_steps": stage.warmup_steps},
-        "train": {"steps": stage.steps, "batch_size": stage.batch_size, "seed": spec.seed, "eval_batches": 4,
+        "train": {"steps": stage.steps, "batch_size": stage.batch_size,
+                  "seed": spec.seed if stage.seed is None else stage.seed, "eval_batches": 4,
                   "log_every": stage.log_every},
         "output_dir": str(folder)})
     trainer = Trainer(recipe)
