@@ -77,21 +77,22 @@ def test_steps_wait_for_the_steps_whose_output_they_read():
     needs = {step.name: set(step.needs) for step in recipe._steps(spec, recipe.Path("runs/x"), progress=False)}
     assert needs["encoder"] == needs["llm"] == needs["speech"] == {"world"}
     assert needs["decoder_video"] == {"world", "judges"} and needs["index"] == {"world", "encoder"}
-    first, *later = [stage.name for stage in spec.stages]
+    first, *later = [stage.folder for stage in spec.stages]
     assert {"encoder", "decoder_image", "decoder_video", "decoder_audio", "llm", "speech", "index"} <= needs[first]
     assert needs[later[0]] == {first} and needs["bundle"] == {"eval", later[-1]}
 
 
-def test_a_stage_may_draw_its_own_seed(tmp_path, monkeypatch):
+def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp_path, monkeypatch):
     from anymodal import training
 
-    seeds = []
+    seeds, trains = [], []
 
     class RecordingTrainer:
         last_eval: dict = {}
 
         def __init__(self, config):
             seeds.append(config["train"]["seed"])
+            trains.append(config["stage"]["trains"])
 
         def evaluate(self):
             return {}
@@ -102,7 +103,8 @@ def test_a_stage_may_draw_its_own_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "load_recipe", lambda config: config)
     monkeypatch.setattr(training, "Trainer", RecordingTrainer)
     monkeypatch.setattr(recipe, "_task_files", lambda out, names, split: [f"{split}.jsonl"])
-    spec = recipe.load(ALL, ["toyworld.seed=3", "toyworld.stages.1.seed=5"])
+    spec = recipe.load(ALL, ["toyworld.seed=3", "toyworld.stages.1.seed=5",
+                             "toyworld.stages.1.trains=[output_projections]"])
     for stage in spec.stages[:2]:
         recipe._stage(tmp_path / stage.folder, tmp_path, stage, spec, previous="before")
-    assert seeds == [3, 5]
+    assert seeds == [3, 5] and trains == [None, ["output_projections"]]

@@ -37,6 +37,11 @@ def test_the_whole_recipe_runs_and_every_step_learns(tmp_path):
     assert metrics("llm")["perplexity"] < metrics("llm")["perplexity_before"]
     for stage in spec.stages:
         assert metrics(stage.folder)["eval"]["loss"] < metrics(stage.folder)["eval_before"]["loss"], stage.folder
+    # output alignment re-fits the projections alone: the LLM's adapter and token rows are the tuned ones, byte for byte
+    tuned, aligned = tmp_path / "instruction_tuning" / "bundle", tmp_path / "output_alignment" / "bundle"
+    for frozen in ("adapter/adapter_model.safetensors", "new_tokens.safetensors"):
+        assert (aligned / frozen).read_bytes() == (tuned / frozen).read_bytes(), frozen
+    assert (aligned / "projections.safetensors").read_bytes() != (tuned / "projections.safetensors").read_bytes()
     rows = {r["path"] for r in metrics("bundle")["rows"]}
     assert {"caption image", "generate video", "[RET] recall@1", "chain of modality"} <= rows
 

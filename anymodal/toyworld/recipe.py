@@ -46,6 +46,7 @@ class WorldStep:
 @dataclass
 class StageStep:
     name: str = "instruction_tuning"  # a Trainer stage preset (training/stages.py)
+    trains: Optional[list[str]] = None  # the parts it trains (training/stages.py PARTS; default: the preset's)
     step: str = ""  # its folder under output_dir (default: name; two stages of one preset need two)
     data: list[str] = field(default_factory=list)  # task files: "world/<task>" or "speech/<task>" (split added)
     steps: int = 500
@@ -319,7 +320,7 @@ def _stage(folder: Path, out: Path, stage: StageStep, spec: ToyWorldSpec, previo
 
     start = {"model": cfg.to_dict(spec.model)} if previous is None else {"init_from": str(out / previous / "bundle")}
     recipe = load_recipe({
-        "stage": {"name": stage.name}, **start,
+        "stage": {"name": stage.name, "trains": stage.trains}, **start,
         "data": {"train": _task_files(out, stage.data, "train"), "eval": _task_files(out, stage.data, "validation")},
         "optim": {"lr": stage.lr, "scheduler": stage.scheduler, "warmup_steps": stage.warmup_steps},
         "train": {"steps": stage.steps, "batch_size": stage.batch_size,
