@@ -12,6 +12,7 @@ from anymodal.toyworld import world_items
 from anymodal.toyworld.decoder import train_decoder
 from anymodal.toyworld.judges import AttributeJudge
 from anymodal.toyworld.spoken import WORDS
+from anymodal.toyworld.world import ALL_THINGS
 from decoders.diffusion.pixel import PixelDiffusionDecoder
 from decoder_fixtures import condition
 
@@ -63,6 +64,10 @@ def test_world_words_are_single_tokens_and_any_text_encodes(decoder):
     tokenizer = decoder.pipeline.tokenizer
     assert tokenizer.tokenize("a big yellow cross moving up") == ["a</w>", "big</w>", "yellow</w>", "cross</w>",
                                                                    "moving</w>", "up</w>"]
+    for word in WORDS:  # "green" once came out as g re e n ("red"'s merge r+e won), and cut the direction off
+        assert tokenizer.tokenize(word) == [word + "</w>"], word
+    longest = max(len(tokenizer(thing.motion_caption).input_ids) for thing in ALL_THINGS)
+    assert longest <= tokenizer.model_max_length  # every caption, <start> and <end> included, fits uncut
     embeds = decoder.encode_text(["a small red circle", "zebras, 42!"])
     assert embeds.shape == (2, *decoder.condition_shape) == (2, 8, 32)
     assert not torch.equal(embeds[0], embeds[1])

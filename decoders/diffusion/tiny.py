@@ -34,15 +34,28 @@ def tiny_clip_tokenizer(max_length: int = 77, words: Sequence[str] = ()) -> CLIP
     for char in sorted(ByteLevel.alphabet()):
         vocab[char] = len(vocab)
         vocab[char + "</w>"] = len(vocab)  # CLIP marks the last piece of each word
-    merges = []
-    for word in words:  # left to right: "c i", "ci r", ..., "circl e</w>"
-        for end in range(2, len(word) + 1):
-            left, right = word[:end - 1], word[end - 1] + ("</w>" if end == len(word) else "")
-            merged = left + right
-            if merged not in vocab:
-                vocab[merged] = len(vocab)
-                merges.append((left, right))
+    ranks: dict[tuple[str, str], int] = {}  # merge -> its priority (BPE applies the lowest first)
+    for word in words:
+        # merges are added where BPE, with the merges so far, stops short of the whole word: a fixed left-to-right
+        # chain is not enough, as an earlier word's merge can win ("r e" of "red" split "green" into g re e n)
+        pieces = _bpe([*word[:-1], word[-1] + "</w>"], ranks)
+        while len(pieces) > 1:
+            left, right = pieces[0], pieces[1]
+            ranks[(left, right)] = len(ranks)
+            vocab.setdefault(left + right, len(vocab))
+            pieces = _bpe(pieces, ranks)
+    merges = sorted(ranks, key=ranks.get)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+
+
+def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """``pieces`` merged as a BPE tokenizer with merge priorities ``ranks`` merges them."""
+    while len(pieces) > 1:
+        rank, i = min((ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(pieces, pieces[1:])))
+        if rank == len(ranks):
+            return pieces
+        pieces = [*pieces[:i], pieces[i] + pieces[i + 1], *pieces[i + 2:]]
+    return pieces
 
 
 def tiny_roberta_tokenizer(max_length: int = 77) -> RobertaTokenizer:
