@@ -20,7 +20,7 @@ def smoke_overrides(out: Path) -> list[str]:
             "toyworld.llm={steps: 4, n_train: 32, n_eval: 8, batch_size: 8}",
             "toyworld.speech={train_items: 8, eval_items: 4}", "toyworld.gallery=12", "toyworld.eval_items=4",
             *(f"toyworld.stages.{i}.{key}={value}"
-              for i in range(stages) for key, value in (("steps", 6), ("batch_size", 4)))]
+              for i in range(stages) for key, value in (("steps", 20), ("batch_size", 4), ("warmup_steps", 2)))]
 
 
 def test_the_whole_recipe_runs_and_every_step_learns(tmp_path):
