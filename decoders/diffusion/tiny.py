@@ -7,6 +7,7 @@ reloaded in their published layout, just with a tiny vocabulary.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -44,15 +45,14 @@ def tiny_clip_tokenizer(max_length: int = 77, words: Sequence[str] = ()) -> CLIP
             ranks[(left, right)] = len(ranks)
             vocab.setdefault(left + right, len(vocab))
             pieces = _bpe(pieces, ranks)
-    merges = sorted(ranks, key=ranks.get)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    return CLIPTokenizer(vocab=vocab, merges=list(ranks), model_max_length=max_length)  # ranks: insertion order
 
 
 def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     """``pieces`` merged as a BPE tokenizer with merge priorities ``ranks`` merges them."""
     while len(pieces) > 1:
-        rank, i = min((ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(pieces, pieces[1:])))
-        if rank == len(ranks):
+        rank, i = min((ranks.get(pair, math.inf), i) for i, pair in enumerate(zip(pieces, pieces[1:])))
+        if rank == math.inf:  # no merge applies
             return pieces
         pieces = [*pieces[:i], pieces[i] + pieces[i + 1], *pieces[i + 2:]]
     return pieces
