@@ -38,6 +38,14 @@ def recipe(toy, tmp_path, stage, *overrides):
                                                    "train.eval_every=0", "train.checkpoint_every=0", *overrides])
 
 
+def new_token_strings(model, part: str) -> set[str]:
+    """The special tokens whose rows a part trains: units are <sosp> <eosp> <uK>, signals the rest."""
+    holders = {f"<{m.value}>" for m in Modality if m != Modality.TEXT}
+    new = {s for s in model.protocol.ids if s not in holders}
+    units = {s for s in new if s in ("<sosp>", "<eosp>") or re.fullmatch(r"<u\d+>", s)}
+    return {"new_tokens": new, "signal_tokens": new - units, "unit_tokens": units}.get(part, set())
+
+
 def expected_trainable(model, stage: str) -> int:
     """What the stage's preset says trains, counted from the model's own modules."""
     parts = PRESETS[stage].trains
@@ -50,10 +58,8 @@ def expected_trainable(model, stage: str) -> int:
         count += sum(p.numel() for p in model.retrieval_projection.parameters())
     if "lora" in parts:
         count += sum(p.numel() for n, p in model.llm.named_parameters() if "lora_" in n)
-    if "new_tokens" in parts:
-        holders = {f"<{m.value}>" for m in Modality if m != Modality.TEXT}
-        n_rows = len([s for s in model.protocol.ids if s not in holders])
-        count += 2 * n_rows * model.llm.get_input_embeddings().embedding_dim  # tiny Llama: untied head
+    rows = {s for part in parts for s in new_token_strings(model, part)}
+    count += 2 * len(rows) * model.llm.get_input_embeddings().embedding_dim  # tiny Llama: untied head
     if PRESETS[stage].losses.get("retrieval"):
         count += 1  # learned temperature
     return count
@@ -316,3 +322,24 @@ def test_speech_units_parts_are_data_and_train(toy, tmp_path):
         data.write_text(json.dumps({"messages": [{"role": "user", "content": "x"},
                                                  {"role": "assistant", "content": [{"type": "units", "ids": [9]}]}]}) + "\n")
         Trainer(recipe(toy, tmp_path, "instruction_tuning", "model.speech_units=8", f"data.train=[{data}]", "data.eval=[]"))
+
+
+@pytest.mark.parametrize("trains, moves, stays", [(None, "signal_tokens", "unit_tokens"),
+                                                  ("[unit_tokens,output_projections]", "unit_tokens", "signal_tokens")])
+def test_a_stage_moves_only_the_token_rows_it_trains(toy, tmp_path, trains, moves, stays):
+    """Decoder alignment trains the signal rows, not the speech unit rows (whose logits its LM loss would push
+    down); unit_tokens trains the unit rows alone."""
+    speech = tmp_path / "units.jsonl"
+    speech.write_text(json.dumps({"messages": [{"role": "user", "content": "say a red circle"}, {
+        "role": "assistant", "content": [{"type": "units", "ids": [3, 1, 4, 1]}]}]}) + "\n")
+    overrides = ["train.steps=4", "model.speech_units=8", f"data.train=[{speech},{toy}/data/generate_train.jsonl]",
+                 "data.eval=[]"]
+    trainer = Trainer(recipe(toy, tmp_path, "decoder_alignment", *overrides, *([f"stage.trains={trains}"] if trains else [])))
+    model = trainer.model
+    embedding = model.llm.get_input_embeddings().weight
+    ids = {part: [model.protocol.ids[s] for s in sorted(new_token_strings(model, part))] for part in (moves, stays)}
+    before = {part: embedding[rows].detach().clone() for part, rows in ids.items()}
+    trainer.fit()
+    assert sorted(trainer.stage.token_rows.token_ids) == sorted(ids[moves])
+    assert torch.equal(embedding[ids[stays]], before[stays])
+    assert not torch.equal(embedding[ids[moves]], before[moves])

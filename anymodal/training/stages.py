@@ -3,16 +3,21 @@ presets below (or any mix of ``PARTS`` and ``LOSSES``) over the model's own forw
 
     stage                 trains (default)                                         losses (default weights)
     encoder_alignment     input projections                                        lm
-    decoder_alignment     output projections, retrieval projection, new-token rows  lm + signal_mse + retrieval
-    retrieval_alignment   input projections, retrieval projection, new-token rows   lm + retrieval   (FROMAGe)
+    decoder_alignment     output projections, retrieval projection, signal rows     lm + signal_mse + retrieval
+    retrieval_alignment   input projections, retrieval projection, signal rows      lm + retrieval   (FROMAGe)
     instruction_tuning    LoRA, all projections, new-token rows                     lm + signal_mse + retrieval
     language_modeling     llm: every weight of the base LLM (no LoRA)               lm   (pretraining, e.g. the toy world's LLM)
-    unit_adaptation       new-token rows (<sosp>, <eosp>, <u0>..)                   lm   (SpeechGPT 1: next-unit prediction)
-    cross_modal_sft       new-token rows, LoRA                                      lm   (SpeechGPT 2: ASR / TTS pairs)
+    unit_adaptation       unit rows (<sosp>, <eosp>, <u0>..)                        lm   (SpeechGPT 1: next-unit prediction)
+    cross_modal_sft       unit rows, LoRA                                           lm   (SpeechGPT 2: ASR / TTS pairs)
     chain_of_modality_sft LoRA                                                      lm   (SpeechGPT 3: chain of modality)
 
 The speech stages' data may be SpeechGPT speech records (unit sequences, text / unit pairs, chain-of-modality
 exchanges): the reader turns them into conversations with ``units`` parts (speech_records.py).
+
+New-token rows come in two parts: ``signal_tokens`` ([IMGi] / [AUDi] / [VIDi] / [RET]) and ``unit_tokens``
+(<sosp>, <eosp>, <uK>); ``new_tokens`` is both. A stage trains only the rows its data writes: the LM loss of a
+stage that never writes units pushes their logits down, and decoder alignment over every new row left a
+SpeechGPT-tuned model reading speech at 1% (the toy world).
 
 Parts a model does not have (no decoders -> no output projections) are skipped; a loss term whose
 targets a batch lacks (no ``[RET]``) is left out of that batch.
@@ -30,13 +35,14 @@ from .. import registry
 from ..errors import ConfigError, TokenProtocolError
 from ..media import Media, Modality
 from ..model import AnyModalModel
-from ..tokens import INPUT_MODALITIES, placeholder
+from ..tokens import EOSP, INPUT_MODALITIES, SOSP, TokenProtocol, placeholder, unit_token
 from .data import TrainBatch
 from .losses import LogitScale, info_nce, signal_mse
 from .recipe import StageConfig
 from .token_rows import TrainableTokenRows
 
-PARTS = ("input_projections", "output_projections", "retrieval_projection", "new_tokens", "lora", "llm")
+TOKEN_PARTS = ("new_tokens", "signal_tokens", "unit_tokens")
+PARTS = ("input_projections", "output_projections", "retrieval_projection", *TOKEN_PARTS, "lora", "llm")
 LOSSES = ("lm", "signal_mse", "retrieval")
 
 
@@ -48,15 +54,15 @@ class Preset:
 
 PRESETS = {
     "encoder_alignment": Preset(("input_projections",), {"lm": 1.0}),
-    "decoder_alignment": Preset(("output_projections", "retrieval_projection", "new_tokens"),
+    "decoder_alignment": Preset(("output_projections", "retrieval_projection", "signal_tokens"),
                                 {"lm": 1.0, "signal_mse": 1.0, "retrieval": 1.0}),
-    "retrieval_alignment": Preset(("input_projections", "retrieval_projection", "new_tokens"),
+    "retrieval_alignment": Preset(("input_projections", "retrieval_projection", "signal_tokens"),
                                   {"lm": 1.0, "retrieval": 1.0}),
     "instruction_tuning": Preset(("lora", "input_projections", "output_projections", "retrieval_projection",
                                   "new_tokens"), {"lm": 1.0, "signal_mse": 1.0, "retrieval": 1.0}),
     "language_modeling": Preset(("llm",), {"lm": 1.0}),
-    "unit_adaptation": Preset(("new_tokens",), {"lm": 1.0}),
-    "cross_modal_sft": Preset(("new_tokens", "lora"), {"lm": 1.0}),
+    "unit_adaptation": Preset(("unit_tokens",), {"lm": 1.0}),
+    "cross_modal_sft": Preset(("unit_tokens", "lora"), {"lm": 1.0}),
     "chain_of_modality_sft": Preset(("lora",), {"lm": 1.0}),
 }
 
@@ -105,6 +111,7 @@ class ModelStage(Stage):
 
     def setup(self, model: AnyModalModel, device: torch.device) -> None:
         model.requires_grad_(False)
+        row_ids: set[int] = set()
         for part in self.trains:
             if part == "input_projections":
                 model.input_projections.requires_grad_(True)
@@ -124,11 +131,11 @@ class ModelStage(Stage):
                     raise ConfigError("stage.trains has llm (every LLM weight) but the model has a LoRA adapter; "
                                       "set model.llm.lora.enabled: false to train the whole LLM")
                 model.llm.requires_grad_(True)
-            elif part == "new_tokens":
-                base = model.llm.get_base_model() if isinstance(model.llm, PeftModel) else model.llm
-                holders = {placeholder(m) for m in INPUT_MODALITIES}  # replaced by media features: never trained
-                ids = [i for s, i in model.protocol.ids.items() if s not in holders]
-                self.token_rows = TrainableTokenRows(base, ids).to(device)
+            elif part in TOKEN_PARTS:
+                row_ids |= token_part_ids(model.protocol, part)
+        if row_ids:
+            base = model.llm.get_base_model() if isinstance(model.llm, PeftModel) else model.llm
+            self.token_rows = TrainableTokenRows(base, sorted(row_ids)).to(device)
         if self.weights["signal_mse"]:
             for modality in model.config.decoders:
                 decoder = model.decoder(modality)
@@ -196,6 +203,18 @@ class ModelStage(Stage):
         if modality not in self._target_encoders:
             self._target_encoders[modality] = _own_encoder_for_retrieval(model, modality)
         return self._target_encoders[modality]
+
+
+def token_part_ids(protocol: TokenProtocol, part: str) -> set[int]:
+    """The token ids a ``TOKEN_PARTS`` part trains. Placeholders are never trained: media features replace them."""
+    holders = {placeholder(m) for m in INPUT_MODALITIES}
+    units = {SOSP, EOSP} | {unit_token(u) for u in range(protocol.num_units)}
+    new = {s: i for s, i in protocol.ids.items() if s not in holders}
+    if part == "unit_tokens":
+        return {i for s, i in new.items() if s in units}
+    if part == "signal_tokens":
+        return {i for s, i in new.items() if s not in units}
+    return set(new.values())
 
 
 def _own_encoder_for_retrieval(model: AnyModalModel, modality: Modality):
