@@ -15,9 +15,8 @@ The speech stages' data may be SpeechGPT speech records (unit sequences, text / 
 exchanges): the reader turns them into conversations with ``units`` parts (speech_records.py).
 
 New-token rows come in two parts: ``signal_tokens`` ([IMGi] / [AUDi] / [VIDi] / [RET]) and ``unit_tokens``
-(<sosp>, <eosp>, <uK>); ``new_tokens`` is both. A stage trains only the rows its data writes: the LM loss of a
-stage that never writes units pushes their logits down, and decoder alignment over every new row left a
-SpeechGPT-tuned model reading speech at 1% (the toy world).
+(<sosp>, <eosp>, <uK>); ``new_tokens`` is both. Each preset trains only the rows its data writes: the LM loss
+of a stage that never writes units only pushes their logits down.
 
 Parts a model does not have (no decoders -> no output projections) are skipped; a loss term whose
 targets a batch lacks (no ``[RET]``) is left out of that batch.
