@@ -34,7 +34,7 @@ from .. import registry
 from ..errors import ConfigError, TokenProtocolError
 from ..media import Media, Modality
 from ..model import AnyModalModel
-from ..tokens import EOSP, INPUT_MODALITIES, SOSP, TokenProtocol, placeholder, unit_token
+from ..tokens import TokenProtocol
 from .data import TrainBatch
 from .losses import LogitScale, info_nce, signal_mse
 from .recipe import StageConfig
@@ -205,15 +205,12 @@ class ModelStage(Stage):
 
 
 def token_part_ids(protocol: TokenProtocol, part: str) -> set[int]:
-    """The token ids a ``TOKEN_PARTS`` part trains. Placeholders are never trained: media features replace them."""
-    holders = {placeholder(m) for m in INPUT_MODALITIES}
-    units = {SOSP, EOSP} | {unit_token(u) for u in range(protocol.num_units)}
-    new = {s: i for s, i in protocol.ids.items() if s not in holders}
-    if part == "unit_tokens":
-        return {i for s, i in new.items() if s in units}
-    if part == "signal_tokens":
-        return {i for s, i in new.items() if s not in units}
-    return set(new.values())
+    """The token ids a ``TOKEN_PARTS`` part trains, read from the protocol's own groups (placeholders are in
+    neither: media features replace them)."""
+    signals = {i for m in protocol.signal_counts for i in protocol.block_ids(m)}
+    signals |= {protocol.ret_id} if protocol.retrieval else set()
+    units = set(protocol.unit_ids(list(range(protocol.num_units)))) if protocol.num_units else set()
+    return {"signal_tokens": signals, "unit_tokens": units, "new_tokens": signals | units}[part]
 
 
 def _own_encoder_for_retrieval(model: AnyModalModel, modality: Modality):
