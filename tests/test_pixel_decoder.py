@@ -116,6 +116,27 @@ def test_short_training_lowers_the_loss_and_saves_a_small_float16_folder(tmp_pat
     assert torch.equal(first[0].pixels, again[0].pixels)
 
 
+def test_bf16_mixed_precision_trains_under_autocast_and_keeps_float32_weights(tmp_path, monkeypatch):
+    from anymodal.toyworld import decoder as toy_decoder
+
+    autocast_at_call = []
+    loss = toy_decoder._diffusion_loss
+
+    def recording_loss(*args):
+        autocast_at_call.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return loss(*args)
+
+    monkeypatch.setattr(toy_decoder, "_diffusion_loss", recording_loss)
+    metrics = train_decoder("image", tmp_path / "bf16", steps=80, train_items=64, batch_size=8, n_eval=0,
+                            mixed_precision="bf16", device="cpu", progress=False)
+    # the probe (first and last call) measures in float32; every training step ran under bfloat16 autocast
+    assert autocast_at_call == [False] + [True] * 80 + [False]
+    assert metrics["mixed_precision"] == "bf16" and metrics["probe_loss_end"] < 0.7 * metrics["probe_loss_start"]
+    assert PixelDiffusionDecoder.from_pretrained(tmp_path / "bf16", progress=False).dtype == torch.float32
+    with pytest.raises(ConfigError, match="mixed_precision must be 'no' or 'bf16'"):
+        train_decoder("image", tmp_path / "fp8", mixed_precision="fp8")
+
+
 def test_the_unet_predicts_velocity_and_sees_the_pooled_condition_at_every_level():
     decoder = PixelDiffusionDecoder.from_config({"modality": "image"})
     unet, scheduler = decoder.pipeline.unet, decoder.pipeline.scheduler

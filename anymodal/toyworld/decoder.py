@@ -45,7 +45,7 @@ EVAL_BATCH = 64
 
 def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int = 2048, steps: int | None = None,
                   batch_size: int = 32, lr: float = 1e-3, ema_decay: float = 0.999, cond_dropout: float = 0.1,
-                  snr_gamma: float = 5.0, architecture: dict | None = None, n_eval: int = 256,
+                  snr_gamma: float = 5.0, mixed_precision: str = "no", architecture: dict | None = None, n_eval: int = 256,
                   guidance_scales: tuple[float, ...] = (2.0, 3.0), sample_steps: int = 20,
                   judges_dir: str | Path | None = None, device: str | torch.device | None = None,
                   progress: bool = True) -> dict:
@@ -54,11 +54,16 @@ def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int
     of ``guidance_scales`` (``n_eval=0`` skips judging); return the metrics written to ``out/metrics.json``.
     ``architecture`` overrides ``TINY_PIXEL`` keys, over this kind's ``ARCHITECTURE`` defaults.
 
+    ``mixed_precision``: "bf16" runs the training forward and backward under bfloat16 autocast (the weights, the
+    optimizer and the EMA stay float32), "no" in float32.
+
     ``device``: where the UNet trains and samples (default: the accelerator when there is one, else the CPU).
     The noise, timesteps and batches are drawn on the CPU, so a seed picks the same batches everywhere."""
     if kind not in MODALITY:
         raise ConfigError(f"no toy-world decoder for {kind!r}; use one of {sorted(MODALITY)}")
     steps = STEPS[kind] if steps is None else steps
+    if mixed_precision not in ("no", "bf16"):
+        raise ConfigError(f"mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}")
     if steps < 1 or train_items < 1 or batch_size < 1:
         raise ConfigError(f"steps, train_items and batch_size must be positive, got {steps}, {train_items}, {batch_size}")
     out = Path(out)
@@ -76,7 +81,7 @@ def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int
     probe_start = probe()
     started = time.perf_counter()
     losses = _fit(decoder.pipeline, samples, captions, steps, batch_size, lr, ema_decay, cond_dropout, snr_gamma, seed,
-                  progress)
+                  mixed_precision == "bf16", progress)
     train_seconds = time.perf_counter() - started
 
     pipeline = decoder.pipeline
@@ -85,7 +90,7 @@ def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int
     window = max(1, min(100, steps // 10))
     metrics = {"kind": kind, "modality": MODALITY[kind], "seed": seed, "steps": steps, "train_items": train_items,
                "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "cond_dropout": cond_dropout,
-               "snr_gamma": snr_gamma, "architecture": architecture,
+               "snr_gamma": snr_gamma, "mixed_precision": mixed_precision, "architecture": architecture,
                "parameters": sum(p.numel() for m in (pipeline.unet, pipeline.text_encoder) for p in m.parameters()),
                "loss_start": sum(losses[:window]) / window, "loss_end": sum(losses[-window:]) / window,
                "probe_loss_start": probe_start, "probe_loss_end": probe(),
@@ -163,9 +168,10 @@ def _caption_ids(tokenizer, captions: list[str]) -> torch.Tensor:
 
 
 def _fit(pipeline, samples: torch.Tensor, captions: list[str], steps: int, batch_size: int, lr: float,
-         ema_decay: float, cond_dropout: float, snr_gamma: float, seed: int, progress: bool) -> list[float]:
-    """DDPM training of UNet + text encoder (``_diffusion_loss``); leaves the EMA weights in the models. Returns the
-    loss per step."""
+         ema_decay: float, cond_dropout: float, snr_gamma: float, seed: int, bf16: bool,
+         progress: bool) -> list[float]:
+    """DDPM training of UNet + text encoder (``_diffusion_loss``, under bfloat16 autocast with ``bf16``); leaves the
+    EMA weights in the models. Returns the loss per step."""
     unet, text_encoder, scheduler = pipeline.unet, pipeline.text_encoder, pipeline.scheduler
     ids, empty = _caption_ids(pipeline.tokenizer, captions), _caption_ids(pipeline.tokenizer, [""])
     parameters = [*unet.parameters(), *text_encoder.parameters()]
@@ -182,7 +188,8 @@ def _fit(pipeline, samples: torch.Tensor, captions: list[str], steps: int, batch
         batch_ids = torch.where(dropped[:, None], empty, ids[picks])  # [B, tokens]
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
-        loss = _diffusion_loss(pipeline, x0, batch_ids, noise, t, snr_gamma)
+        with torch.autocast(pipeline.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = _diffusion_loss(pipeline, x0, batch_ids, noise, t, snr_gamma)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
