@@ -45,8 +45,8 @@ EVAL_BATCH = 64
 
 def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int = 2048, steps: int | None = None,
                   batch_size: int = 32, lr: float = 1e-3, ema_decay: float = 0.999, cond_dropout: float = 0.1,
-                  snr_gamma: float = 5.0, mixed_precision: str = "no", architecture: dict | None = None, n_eval: int = 256,
-                  guidance_scales: tuple[float, ...] = (2.0, 3.0), sample_steps: int = 20,
+                  snr_gamma: float = 5.0, mixed_precision: str = "no", architecture: dict | None = None,
+                  n_eval: int = 256, guidance_scales: tuple[float, ...] = (2.0, 3.0), sample_steps: int = 20,
                   judges_dir: str | Path | None = None, device: str | torch.device | None = None,
                   progress: bool = True) -> dict:
     """Train the ``kind`` (image | sound | video) decoder for ``steps`` (default ``STEPS[kind]``) on
