@@ -75,8 +75,9 @@ def test_the_worker_bar_shows_each_steps_latest_progress_line(tmp_path):
 def test_steps_wait_for_the_steps_whose_output_they_read():
     spec = recipe.load(ALL)
     needs = {step.name: set(step.needs) for step in recipe._steps(spec, recipe.Path("runs/x"), progress=False)}
-    assert needs["encoder"] == needs["llm"] == needs["speech"] == {"world"}
-    assert needs["decoder_video"] == {"world", "judges"} and needs["index"] == {"world", "encoder"}
+    assert needs["judges"] == needs["encoder"] == needs["llm"] == set()  # they render the world in memory
+    assert needs["speech"] == {"world"}  # it reads the written speech
+    assert needs["decoder_video"] == {"judges"} and needs["index"] == {"world", "encoder"}
     first, *later = [stage.folder for stage in spec.stages]
     assert {"encoder", "decoder_image", "decoder_video", "decoder_audio", "llm", "speech", "index"} <= needs[first]
     assert needs[later[0]] == {first} and needs["bundle"] == {"eval", later[-1]}
@@ -85,7 +86,7 @@ def test_steps_wait_for_the_steps_whose_output_they_read():
 def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp_path, monkeypatch):
     from anymodal import training
 
-    seeds, trains = [], []
+    seeds, trains, grouped = [], [], []
 
     class RecordingTrainer:
         last_eval: dict = {}
@@ -93,6 +94,7 @@ def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp
         def __init__(self, config):
             seeds.append(config["train"]["seed"])
             trains.append(config["stage"]["trains"])
+            grouped.append(config["data"]["group_by_length"])
 
         def evaluate(self):
             return {}
@@ -104,7 +106,7 @@ def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp
     monkeypatch.setattr(training, "Trainer", RecordingTrainer)
     monkeypatch.setattr(recipe, "_task_files", lambda out, names, split: [f"{split}.jsonl"])
     spec = recipe.load(ALL, ["toyworld.seed=3", "toyworld.stages.1.seed=5",
-                             "toyworld.stages.1.trains=[output_projections]"])
+                             "toyworld.stages.1.trains=[output_projections]", "toyworld.stages.1.group_by_length=false"])
     for stage in spec.stages[:2]:
         recipe._stage(tmp_path / stage.folder, tmp_path, stage, spec, previous="before")
-    assert seeds == [3, 5] and trains == [None, ["output_projections"]]
+    assert seeds == [3, 5] and trains == [None, ["output_projections"]] and grouped == [True, False]

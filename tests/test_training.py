@@ -17,7 +17,7 @@ from anymodal.media import Modality
 from anymodal.model import AnyModalModel
 from anymodal.server.background import free_port
 from anymodal.training import Trainer, load_recipe, read_data
-from anymodal.training.data import Collator
+from anymodal.training.data import Collator, LengthGroupedBatches, Part, Sample, length_hint
 from anymodal.training import trainer as trainer_module
 from anymodal.training.recipe import ToyConfig
 from anymodal.training.stages import PRESETS
@@ -119,10 +119,11 @@ def trained_state(bundle: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run(toy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_kill_and_resume_reproduces_the_uninterrupted_run(toy, tmp_path, monkeypatch, group_by_length):
     # 14 train conversations, batch 4, 2 micro-batches per step: steps cross epoch ends; checkpoint every 3
     knobs = ["train.steps=10", "train.batch_size=4", "train.grad_accum=2", "train.checkpoint_every=3",
-             "optim.scheduler=cosine", "optim.warmup_steps=2"]
+             "optim.scheduler=cosine", "optim.warmup_steps=2", f"data.group_by_length={group_by_length}"]
     whole = Trainer(recipe(toy, tmp_path / "whole", "instruction_tuning", *knobs)).fit()
 
     interrupted = recipe(toy, tmp_path / "cut", "instruction_tuning", *knobs)
@@ -343,3 +344,25 @@ def test_a_stage_moves_only_the_token_rows_it_trains(toy, tmp_path, trains, move
     assert sorted(trainer.stage.token_rows.token_ids) == sorted(ids[moves])
     assert torch.equal(embedding[ids[stays]], before[stays])
     assert not torch.equal(embedding[ids[moves]], before[moves])
+
+
+def test_length_grouped_batches_put_like_lengths_together_and_draw_every_sample_once_an_epoch():
+    lengths = [20] * 60 + [65] * 20 + [150] * 20  # the toy world's mix: short captions, transcripts, chains
+    batches = LengthGroupedBatches(lengths, batch_size=8, seed=0)
+    first = list(batches)
+    assert len(first) == len(batches) == 13
+    assert sorted(i for b in first for i in b) == list(range(100))
+    mixed = [b for b in first if len({lengths[i] for i in b}) > 1]
+    assert len(mixed) <= 2  # only where one band's samples run out mid-batch
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in first)
+    assert padded < 0.6 * 100 * 150  # drawn at random, nearly every batch of 8 would pad to 150
+    assert list(batches) == first  # same seed and epoch, same batches: resume draws them again
+    batches.set_epoch(1)
+    assert list(batches) != first
+    assert list(LengthGroupedBatches(lengths, batch_size=8, seed=1)) != first
+
+
+def test_length_hint_counts_words_units_and_media_parts():
+    user = [Part("text", "describe the picture"), Part("input", modality=Modality.IMAGE, path="a.png")]
+    reply = [Part("text", "it says"), Part("units", units=(3, 1, 4, 1, 5))]
+    assert length_hint(Sample([("user", user), ("assistant", reply)], "x.jsonl:1")) == 3 + 4 + 2 + 5

@@ -1,9 +1,9 @@
 """`anymodal train recipes/toyworld/all.yaml`: the whole toy world, from nothing to a scored bundle.
 
 Steps, in order (with ``workers > 1`` a step starts, in a process of its own, as soon as the steps it needs are
-done: the encoder, the decoders, the LLM and speech only need the world). Each writes ``OUT/<step>/`` and ends
-with ``OUT/<step>/metrics.json``, so a rerun skips the steps that finished (delete a step's folder to redo it,
-and the folders of the steps after it):
+done: the judges, the encoder and the LLM need nothing, the decoders the judges, speech the world). Each writes
+``OUT/<step>/`` and ends with ``OUT/<step>/metrics.json``, so a rerun skips the steps that finished (delete a
+step's folder to redo it, and the folders of the steps after it):
 
     world           media + task JSONL for train / validation / test (writer.py)
     judges          classifiers that read attributes back from media (judges.py)
@@ -56,6 +56,7 @@ class StageStep:
     scheduler: str = "cosine"
     log_every: int = 50
     seed: Optional[int] = None  # its batches' order and fresh weights (default: toyworld.seed)
+    group_by_length: bool = True  # batches of like-length conversations (data.group_by_length): less padding
 
     @property
     def folder(self) -> str:
@@ -232,13 +233,14 @@ class Step:
 
 def _steps(spec: ToyWorldSpec, out: Path, progress: bool) -> list[Step]:
     seed = spec.seed
+    # the judges, the encoder, the decoders and the LLM render their world in memory: they start beside the writer
     steps = [Step("world", lambda folder: _world(folder, spec.world, seed, progress)),
-             Step("judges", lambda folder: _judges(folder, spec.judges, seed, progress), ("world",)),
-             Step("encoder", lambda folder: _encoder(folder, spec.encoder, seed, progress), ("world",))]
+             Step("judges", lambda folder: _judges(folder, spec.judges, seed, progress)),
+             Step("encoder", lambda folder: _encoder(folder, spec.encoder, seed, progress))]
     for kind, options in spec.decoders.items():
         steps.append(Step(f"decoder_{kind}", lambda folder, kind=kind, options=options:
-                          _decoder(kind, folder, out / "judges", options, seed, progress), ("world", "judges")))
-    steps += [Step("llm", lambda folder: _llm(folder, spec.llm, seed, progress), ("world",)),
+                          _decoder(kind, folder, out / "judges", options, seed, progress), ("judges",)))
+    steps += [Step("llm", lambda folder: _llm(folder, spec.llm, seed, progress)),
               Step("speech", lambda folder: _speech(folder, out, spec, progress), ("world",)),
               Step("index", lambda folder: _index(folder, out, spec.gallery, progress), ("world", "encoder"))]
     previous = None
@@ -321,7 +323,8 @@ def _stage(folder: Path, out: Path, stage: StageStep, spec: ToyWorldSpec, previo
     start = {"model": cfg.to_dict(spec.model)} if previous is None else {"init_from": str(out / previous / "bundle")}
     recipe = load_recipe({
         "stage": {"name": stage.name, "trains": stage.trains}, **start,
-        "data": {"train": _task_files(out, stage.data, "train"), "eval": _task_files(out, stage.data, "validation")},
+        "data": {"train": _task_files(out, stage.data, "train"), "eval": _task_files(out, stage.data, "validation"),
+                 "group_by_length": stage.group_by_length},
         "optim": {"lr": stage.lr, "scheduler": stage.scheduler, "warmup_steps": stage.warmup_steps},
         "train": {"steps": stage.steps, "batch_size": stage.batch_size,
                   "seed": spec.seed if stage.seed is None else stage.seed, "eval_batches": 4,

@@ -41,6 +41,7 @@ class DataConfig:
     eval_fraction: float = 0.0
     media_root: Optional[str] = None  # relative media paths start here (default: the data file's folder)
     num_workers: int = 0  # DataLoader workers loading media
+    group_by_length: bool = False  # batch conversations of like length (less padding); random order otherwise
 
 
 @dataclass

@@ -34,7 +34,7 @@ from ..errors import CheckpointError, ConfigError
 from ..media import Modality
 from ..model import AnyModalModel
 from ..tokens import TokenProtocol
-from .data import Collator, Sample, check_samples, read_data, split_eval
+from .data import Collator, LengthGroupedBatches, Sample, check_samples, length_hint, read_data, split_eval
 from .recipe import Recipe
 from .stages import ModelStage, Stage
 from .toydata import build_toy
@@ -169,8 +169,14 @@ class Trainer:
         except (ValueError, KeyError) as e:
             raise ConfigError(f"optim.scheduler {o.scheduler!r}: {e}") from None
         collate = Collator(self.model.processor, self.model.protocol)
-        train_loader = DataLoader(train_samples, batch_size=t.batch_size, shuffle=True, collate_fn=collate,
-                                  num_workers=recipe.data.num_workers, generator=torch.Generator().manual_seed(t.seed))
+        if recipe.data.group_by_length:
+            batches = LengthGroupedBatches([length_hint(s) for s in train_samples], t.batch_size, t.seed)
+            train_loader = DataLoader(train_samples, batch_sampler=batches, collate_fn=collate,
+                                      num_workers=recipe.data.num_workers)
+        else:
+            train_loader = DataLoader(train_samples, batch_size=t.batch_size, shuffle=True, collate_fn=collate,
+                                      num_workers=recipe.data.num_workers,
+                                      generator=torch.Generator().manual_seed(t.seed))
         eval_loader = DataLoader(eval_samples, batch_size=t.batch_size, collate_fn=collate,
                                  num_workers=recipe.data.num_workers) if eval_samples else None
         self.module, self.optimizer, self.train_loader = acc.prepare(module, optimizer, train_loader)
