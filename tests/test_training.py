@@ -262,12 +262,16 @@ def test_train_command_then_resume_finishes_the_run(toy, tmp_path, capsys):
     assert AnyModalModel.from_pretrained(tmp_path / "bundle") is not None
 
 
-def test_bench_train_last_line(toy, capsys):
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_bench_train_last_line(toy, capsys, group_by_length):
     assert _cli("bench", "train", str(RECIPES / "encoder_alignment.yaml"), f"toy.dir={toy}", "toy.images=16",
-                "--steps", "3", "--warmup", "1") == 0
+                f"data.group_by_length={group_by_length}", "--steps", "3", "--warmup", "1") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"overhead_vs_plain_pytorch=\d+\.\d\dx", lines[-1])
     assert any(line.startswith("plain PyTorch") for line in lines) and any(line.startswith("anymodal Trainer") for line in lines)
+    # grouped batches are measured against random ones, in the same run
+    assert any(line.startswith("Trainer, random") for line in lines) == group_by_length
+    assert bool(re.fullmatch(r"grouped_vs_random=\d+\.\d\dx", lines[-2])) == group_by_length
 
 
 @pytest.mark.slow

@@ -1,12 +1,15 @@
 """`anymodal bench train RECIPE --steps N`: samples/s and tokens/s of a recipe's stage with anymodal's Trainer
 (accelerate, logging, progress bar) against the same model, stage and data in a plain PyTorch loop, in one
-run. The last line is ``overhead_vs_plain_pytorch=<x>x`` (Trainer time per sample / plain time per sample)."""
+run. The last line is ``overhead_vs_plain_pytorch=<x>x`` (Trainer time per sample / plain time per sample).
+A recipe with ``data.group_by_length`` also runs the Trainer on random batches (the baseline) and prints
+``grouped_vs_random=<x>x`` (samples/s grouped / samples/s random) above it."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
-from itertools import islice
+from itertools import count, islice
 
 import torch
 from torch.utils.data import DataLoader
@@ -36,15 +39,20 @@ def run(args) -> int:
         recipe = load_recipe(args.recipe, overrides)
         if recipe.toy.build:
             build_toy(recipe.toy)
-        loops = {"plain PyTorch": plain_loop, "anymodal Trainer": trainer_loop}
+        loops = {"plain PyTorch": (plain_loop, recipe), "anymodal Trainer": (trainer_loop, recipe)}
+        if recipe.data.group_by_length:
+            random_batches = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, group_by_length=False))
+            loops["Trainer, random"] = (trainer_loop, random_batches)
         runs = {name: [] for name in loops}
         for _ in range(max(1, args.repeats)):  # a shared CPU is noisy: alternate the loops, keep each one's best
-            for name, loop in loops.items():
-                runs[name].append(_throughput(loop(recipe), args.warmup))
+            for name, (loop, loop_recipe) in loops.items():
+                runs[name].append(_throughput(loop(loop_recipe), args.warmup))
         rows = {name: max(results, key=lambda r: r[1]) for name, results in runs.items()}
     print(f"{'loop':<18} {'steps':>6} {'samples/s':>10} {'tokens/s':>10} {'s/step':>8}")
     for name, (steps, samples_s, tokens_s, step_s) in rows.items():
         print(f"{name:<18} {steps:>6} {samples_s:>10.1f} {tokens_s:>10.1f} {step_s:>8.4f}")
+    if "Trainer, random" in rows:
+        print(f"grouped_vs_random={rows['anymodal Trainer'][1] / rows['Trainer, random'][1]:.2f}x")
     overhead = rows["plain PyTorch"][1] / rows["anymodal Trainer"][1]
     print(f"overhead_vs_plain_pytorch={overhead:.2f}x")
     return 0
@@ -59,10 +67,10 @@ def trainer_loop(recipe) -> list[tuple[float, int, int]]:
 
 
 def plain_loop(recipe) -> list[tuple[float, int, int]]:
-    """The Trainer's math without accelerate: same model build, stage, collator, optimizer and schedule."""
+    """The Trainer's math without accelerate: same model build, stage, collator, batches, optimizer and schedule."""
     from ..training.data import Collator
     from ..training.stages import ModelStage
-    from ..training.trainer import StageModule, build_model, load_samples
+    from ..training.trainer import StageModule, build_model, load_samples, train_data_loader
 
     t, o = recipe.train, recipe.optim
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -74,8 +82,7 @@ def plain_loop(recipe) -> list[tuple[float, int, int]]:
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     scheduler = get_scheduler(o.scheduler, optimizer, num_warmup_steps=o.warmup_steps, num_training_steps=t.steps)
-    loader = DataLoader(samples, batch_size=t.batch_size, shuffle=True, num_workers=recipe.data.num_workers,
-                        collate_fn=Collator(model.processor, model.protocol), generator=torch.Generator().manual_seed(t.seed))
+    loader = train_data_loader(samples, recipe, Collator(model.processor, model.protocol))
     module.train()
     model.encoders.eval()
     batches = cycle_epochs(loader)
@@ -96,8 +103,10 @@ def plain_loop(recipe) -> list[tuple[float, int, int]]:
 
 
 def cycle_epochs(loader: DataLoader):
-    """Endless batches, a fresh shuffle each epoch (itertools.cycle would replay the first epoch's batches)."""
-    while True:
+    """Endless batches, a fresh order each epoch (itertools.cycle would replay the first epoch's batches)."""
+    for epoch in count():
+        if hasattr(loader.batch_sampler, "set_epoch"):  # LengthGroupedBatches draws its order from the epoch
+            loader.batch_sampler.set_epoch(epoch)
         yield from loader
 
 

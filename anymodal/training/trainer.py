@@ -103,6 +103,17 @@ def build_model(recipe: Recipe) -> AnyModalModel:
     return AnyModalModel.from_config(recipe.model)
 
 
+def train_data_loader(samples: list[Sample], recipe: Recipe, collate: Collator) -> DataLoader:
+    """Shuffled batches of ``train.batch_size``, seeded by ``train.seed``; with ``data.group_by_length``, batches
+    of like-length conversations (``LengthGroupedBatches``) in random order."""
+    t, data = recipe.train, recipe.data
+    if data.group_by_length:
+        batches = LengthGroupedBatches([length_hint(s) for s in samples], t.batch_size, t.seed)
+        return DataLoader(samples, batch_sampler=batches, collate_fn=collate, num_workers=data.num_workers)
+    return DataLoader(samples, batch_size=t.batch_size, shuffle=True, collate_fn=collate, num_workers=data.num_workers,
+                      generator=torch.Generator().manual_seed(t.seed))
+
+
 def trainable_groups(module: nn.Module) -> dict[str, int]:
     """Trainable parameter counts by part: lora, input_projections.image, stage.token_rows, ..."""
     groups: dict[str, int] = defaultdict(int)
@@ -169,14 +180,7 @@ class Trainer:
         except (ValueError, KeyError) as e:
             raise ConfigError(f"optim.scheduler {o.scheduler!r}: {e}") from None
         collate = Collator(self.model.processor, self.model.protocol)
-        if recipe.data.group_by_length:
-            batches = LengthGroupedBatches([length_hint(s) for s in train_samples], t.batch_size, t.seed)
-            train_loader = DataLoader(train_samples, batch_sampler=batches, collate_fn=collate,
-                                      num_workers=recipe.data.num_workers)
-        else:
-            train_loader = DataLoader(train_samples, batch_size=t.batch_size, shuffle=True, collate_fn=collate,
-                                      num_workers=recipe.data.num_workers,
-                                      generator=torch.Generator().manual_seed(t.seed))
+        train_loader = train_data_loader(train_samples, recipe, collate)
         eval_loader = DataLoader(eval_samples, batch_size=t.batch_size, collate_fn=collate,
                                  num_workers=recipe.data.num_workers) if eval_samples else None
         self.module, self.optimizer, self.train_loader = acc.prepare(module, optimizer, train_loader)
