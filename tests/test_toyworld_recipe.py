@@ -106,7 +106,7 @@ def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp
     monkeypatch.setattr(training, "Trainer", RecordingTrainer)
     monkeypatch.setattr(recipe, "_task_files", lambda out, names, split: [f"{split}.jsonl"])
     spec = recipe.load(ALL, ["toyworld.seed=3", "toyworld.stages.1.seed=5",
-                             "toyworld.stages.1.trains=[output_projections]", "toyworld.stages.1.group_by_length=false"])
+                             "toyworld.stages.1.trains=[output_projections]", "toyworld.stages.1.group_by_length=true"])
     for stage in spec.stages[:2]:
         recipe._stage(tmp_path / stage.folder, tmp_path, stage, spec, previous="before")
-    assert seeds == [3, 5] and trains == [None, ["output_projections"]] and grouped == [True, False]
+    assert seeds == [3, 5] and trains == [None, ["output_projections"]] and grouped == [False, True]

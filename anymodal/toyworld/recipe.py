@@ -56,7 +56,7 @@ class StageStep:
     scheduler: str = "cosine"
     log_every: int = 50
     seed: Optional[int] = None  # its batches' order and fresh weights (default: toyworld.seed)
-    group_by_length: bool = True  # batches of like-length conversations (data.group_by_length): less padding
+    group_by_length: bool = False  # batches of like-length conversations (data.group_by_length): see recipes/README.md
 
     @property
     def folder(self) -> str:
