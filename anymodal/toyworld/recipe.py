@@ -233,7 +233,7 @@ class Step:
 
 def _steps(spec: ToyWorldSpec, out: Path, progress: bool) -> list[Step]:
     seed = spec.seed
-    # the judges, the encoder, the decoders and the LLM render their world in memory: they start beside the writer
+    # the judges, the encoder, the decoders and the LLM render their world in memory: none waits for the writer
     steps = [Step("world", lambda folder: _world(folder, spec.world, seed, progress)),
              Step("judges", lambda folder: _judges(folder, spec.judges, seed, progress)),
              Step("encoder", lambda folder: _encoder(folder, spec.encoder, seed, progress))]
