@@ -86,7 +86,7 @@ def test_steps_wait_for_the_steps_whose_output_they_read():
 def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp_path, monkeypatch):
     from anymodal import training
 
-    seeds, trains, grouped = [], [], []
+    seeds, trains, batching = [], [], []
 
     class RecordingTrainer:
         last_eval: dict = {}
@@ -94,7 +94,7 @@ def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp
         def __init__(self, config):
             seeds.append(config["train"]["seed"])
             trains.append(config["stage"]["trains"])
-            grouped.append(config["data"]["group_by_length"])
+            batching.append((config["data"]["sampling"], config["train"]["batch_size"], config["train"]["grad_accum"]))
 
         def evaluate(self):
             return {}
@@ -106,7 +106,9 @@ def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp
     monkeypatch.setattr(training, "Trainer", RecordingTrainer)
     monkeypatch.setattr(recipe, "_task_files", lambda out, names, split: [f"{split}.jsonl"])
     spec = recipe.load(ALL, ["toyworld.seed=3", "toyworld.stages.1.seed=5",
-                             "toyworld.stages.1.trains=[output_projections]", "toyworld.stages.1.group_by_length=true"])
+                             "toyworld.stages.1.trains=[output_projections]", "toyworld.stages.1.sampling=batch_rebalance",
+                             "toyworld.stages.1.batch_size=8", "toyworld.stages.1.grad_accum=2"])
     for stage in spec.stages[:2]:
         recipe._stage(tmp_path / stage.folder, tmp_path, stage, spec, previous="before")
-    assert seeds == [3, 5] and trains == [None, ["output_projections"]] and grouped == [False, True]
+    assert seeds == [3, 5] and trains == [None, ["output_projections"]]
+    assert batching == [("random", 16, 1), ("batch_rebalance", 8, 2)]

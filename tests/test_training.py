@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -119,11 +120,11 @@ def trained_state(bundle: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-@pytest.mark.parametrize("group_by_length", [False, True])
-def test_kill_and_resume_reproduces_the_uninterrupted_run(toy, tmp_path, monkeypatch, group_by_length):
+@pytest.mark.parametrize("sampling", ["random", "group_by_length", "batch_rebalance"])
+def test_kill_and_resume_reproduces_the_uninterrupted_run(toy, tmp_path, monkeypatch, sampling):
     # 14 train conversations, batch 4, 2 micro-batches per step: steps cross epoch ends; checkpoint every 3
     knobs = ["train.steps=10", "train.batch_size=4", "train.grad_accum=2", "train.checkpoint_every=3",
-             "optim.scheduler=cosine", "optim.warmup_steps=2", f"data.group_by_length={group_by_length}"]
+             "optim.scheduler=cosine", "optim.warmup_steps=2", f"data.sampling={sampling}"]
     whole = Trainer(recipe(toy, tmp_path / "whole", "instruction_tuning", *knobs)).fit()
 
     interrupted = recipe(toy, tmp_path / "cut", "instruction_tuning", *knobs)
@@ -262,16 +263,17 @@ def test_train_command_then_resume_finishes_the_run(toy, tmp_path, capsys):
     assert AnyModalModel.from_pretrained(tmp_path / "bundle") is not None
 
 
-@pytest.mark.parametrize("group_by_length", [False, True])
-def test_bench_train_last_line(toy, capsys, group_by_length):
+@pytest.mark.parametrize("sampling", ["random", "group_by_length", "batch_rebalance"])
+def test_bench_train_last_line(toy, capsys, sampling):
     assert _cli("bench", "train", str(RECIPES / "encoder_alignment.yaml"), f"toy.dir={toy}", "toy.images=16",
-                f"data.group_by_length={group_by_length}", "--steps", "3", "--warmup", "1") == 0
+                f"data.sampling={sampling}", "train.batch_size=2", "train.grad_accum=2", "--steps", "3",
+                "--warmup", "1") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"overhead_vs_plain_pytorch=\d+\.\d\dx", lines[-1])
     assert any(line.startswith("plain PyTorch") for line in lines) and any(line.startswith("anymodal Trainer") for line in lines)
-    # grouped batches are measured against random ones, in the same run
-    assert any(line.startswith("Trainer, random") for line in lines) == group_by_length
-    assert bool(re.fullmatch(r"grouped_vs_random=\d+\.\d\dx", lines[-2])) == group_by_length
+    # length-aware batches are measured against random ones, in the same run
+    assert any(line.startswith("Trainer, random") for line in lines) == (sampling != "random")
+    assert bool(re.fullmatch(r"sampling_vs_random=\d+\.\d\dx", lines[-2])) == (sampling != "random")
 
 
 @pytest.mark.slow
@@ -364,6 +366,36 @@ def test_length_grouped_batches_put_like_lengths_together_and_draw_every_sample_
     batches.set_epoch(1)
     assert list(batches) != first
     assert list(LengthGroupedBatches(lengths, batch_size=8, seed=1)) != first
+
+
+def test_batch_rebalance_mixes_each_step_at_random_and_splits_it_by_length(toy, tmp_path):
+    config = recipe(toy, tmp_path, "instruction_tuning", "data.sampling=batch_rebalance", "train.batch_size=3",
+                    "train.grad_accum=2")
+    samples = Trainer(config).train_loader.dataset
+    loader = trainer_module.train_data_loader(samples, config, lambda picked: picked)
+    micro = list(loader)
+    assert len(micro) == 2 * (len(samples) // 6)  # whole steps only
+    steps = [micro[i] + micro[i + 1] for i in range(0, len(micro), 2)]
+    assert all(len(step) == 6 for step in steps)
+    assert len({id(s) for step in steps for s in step}) == 6 * len(steps)  # every conversation at most once
+    for first, second in zip(micro[::2], micro[1::2]):  # a step's micro-batches hold its longer and shorter ones
+        assert min(map(length_hint, first)) >= max(map(length_hint, second)) or \
+            max(map(length_hint, first)) <= min(map(length_hint, second))
+    # micro-batches differ in size; weighted by their share, a step's conversations count as in one random batch
+    weights = [trainer_module.micro_batch_weight(SimpleNamespace(num_samples=len(m)), config) for m in micro[:2]]
+    assert sum(weights) / config.train.grad_accum == pytest.approx(1.0)
+    random_batch = recipe(toy, tmp_path, "instruction_tuning", "train.batch_size=3")
+    assert trainer_module.micro_batch_weight(SimpleNamespace(num_samples=1), random_batch) == 1.0
+
+
+def test_batch_rebalance_needs_micro_batches_and_enough_data(toy, tmp_path):
+    with pytest.raises(ConfigError, match="data.sampling must be one of random, group_by_length, batch_rebalance"):
+        recipe(toy, tmp_path, "instruction_tuning", "data.sampling=sorted")
+    with pytest.raises(ConfigError, match="set train.grad_accum to 2 or more"):
+        recipe(toy, tmp_path, "instruction_tuning", "data.sampling=batch_rebalance")
+    with pytest.raises(ConfigError, match="lower train.batch_size or train.grad_accum"):
+        Trainer(recipe(toy, tmp_path, "instruction_tuning", "data.sampling=batch_rebalance", "train.batch_size=64",
+                       "train.grad_accum=2"))
 
 
 def test_length_hint_counts_words_units_and_media_parts():

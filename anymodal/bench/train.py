@@ -1,8 +1,9 @@
 """`anymodal bench train RECIPE --steps N`: samples/s and tokens/s of a recipe's stage with anymodal's Trainer
 (accelerate, logging, progress bar) against the same model, stage and data in a plain PyTorch loop, in one
 run. The last line is ``overhead_vs_plain_pytorch=<x>x`` (Trainer time per sample / plain time per sample).
-A recipe with ``data.group_by_length`` also runs the Trainer on random batches (the baseline) and prints
-``grouped_vs_random=<x>x`` (samples/s grouped / samples/s random) above it."""
+A recipe whose ``data.sampling`` is not random also runs the Trainer on random batches of the same step size
+(the baseline) and prints ``sampling_vs_random=<x>x`` (samples/s with the recipe's sampling / samples/s random)
+above it."""
 
 from __future__ import annotations
 
@@ -40,9 +41,8 @@ def run(args) -> int:
         if recipe.toy.build:
             build_toy(recipe.toy)
         loops = {"plain PyTorch": (plain_loop, recipe), "anymodal Trainer": (trainer_loop, recipe)}
-        if recipe.data.group_by_length:
-            random_batches = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, group_by_length=False))
-            loops["Trainer, random"] = (trainer_loop, random_batches)
+        if recipe.data.sampling != "random":
+            loops["Trainer, random"] = (trainer_loop, random_sampling(recipe))
         runs = {name: [] for name in loops}
         for _ in range(max(1, args.repeats)):  # a shared CPU is noisy: alternate the loops, keep each one's best
             for name, (loop, loop_recipe) in loops.items():
@@ -52,10 +52,18 @@ def run(args) -> int:
     for name, (steps, samples_s, tokens_s, step_s) in rows.items():
         print(f"{name:<18} {steps:>6} {samples_s:>10.1f} {tokens_s:>10.1f} {step_s:>8.4f}")
     if "Trainer, random" in rows:
-        print(f"grouped_vs_random={rows['anymodal Trainer'][1] / rows['Trainer, random'][1]:.2f}x")
+        print(f"sampling_vs_random={rows['anymodal Trainer'][1] / rows['Trainer, random'][1]:.2f}x")
     overhead = rows["plain PyTorch"][1] / rows["anymodal Trainer"][1]
     print(f"overhead_vs_plain_pytorch={overhead:.2f}x")
     return 0
+
+
+def random_sampling(recipe):
+    """``recipe`` on random batches of the same conversations per optimizer step."""
+    t = recipe.train
+    steps = dataclasses.replace(t, batch_size=t.batch_size * t.grad_accum, grad_accum=1) \
+        if recipe.data.sampling == "batch_rebalance" else t
+    return dataclasses.replace(recipe, train=steps, data=dataclasses.replace(recipe.data, sampling="random"))
 
 
 def trainer_loop(recipe) -> list[tuple[float, int, int]]:
@@ -70,7 +78,7 @@ def plain_loop(recipe) -> list[tuple[float, int, int]]:
     """The Trainer's math without accelerate: same model build, stage, collator, batches, optimizer and schedule."""
     from ..training.data import Collator
     from ..training.stages import ModelStage
-    from ..training.trainer import StageModule, build_model, load_samples, train_data_loader
+    from ..training.trainer import StageModule, build_model, load_samples, micro_batch_weight, train_data_loader
 
     t, o = recipe.train, recipe.optim
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -91,7 +99,7 @@ def plain_loop(recipe) -> list[tuple[float, int, int]]:
         started, n_samples, n_tokens = time.perf_counter(), 0, 0
         for batch in islice(batches, t.grad_accum):
             loss, _ = module(batch.to(device))
-            (loss / t.grad_accum).backward()
+            (loss * micro_batch_weight(batch, recipe) / t.grad_accum).backward()
             n_samples, n_tokens = n_samples + batch.num_samples, n_tokens + batch.num_tokens
         if o.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm)
@@ -105,7 +113,7 @@ def plain_loop(recipe) -> list[tuple[float, int, int]]:
 def cycle_epochs(loader: DataLoader):
     """Endless batches, a fresh order each epoch (itertools.cycle would replay the first epoch's batches)."""
     for epoch in count():
-        if hasattr(loader.batch_sampler, "set_epoch"):  # LengthGroupedBatches draws its order from the epoch
+        if hasattr(loader.batch_sampler, "set_epoch"):  # length-aware samplers draw their order from the epoch
             loader.batch_sampler.set_epoch(epoch)
         yield from loader
 

@@ -50,13 +50,14 @@ class StageStep:
     step: str = ""  # its folder under output_dir (default: name; two stages of one preset need two)
     data: list[str] = field(default_factory=list)  # task files: "world/<task>" or "speech/<task>" (split added)
     steps: int = 500
-    batch_size: int = 16
+    batch_size: int = 16  # conversations per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 2e-3
     warmup_steps: int = 20
     scheduler: str = "cosine"
     log_every: int = 50
     seed: Optional[int] = None  # its batches' order and fresh weights (default: toyworld.seed)
-    group_by_length: bool = False  # batches of like-length conversations (data.group_by_length): see recipes/README.md
+    sampling: str = "random"  # how batches are drawn (data.sampling: random | group_by_length | batch_rebalance)
 
     @property
     def folder(self) -> str:
@@ -324,9 +325,9 @@ def _stage(folder: Path, out: Path, stage: StageStep, spec: ToyWorldSpec, previo
     recipe = load_recipe({
         "stage": {"name": stage.name, "trains": stage.trains}, **start,
         "data": {"train": _task_files(out, stage.data, "train"), "eval": _task_files(out, stage.data, "validation"),
-                 "group_by_length": stage.group_by_length},
+                 "sampling": stage.sampling},
         "optim": {"lr": stage.lr, "scheduler": stage.scheduler, "warmup_steps": stage.warmup_steps},
-        "train": {"steps": stage.steps, "batch_size": stage.batch_size,
+        "train": {"steps": stage.steps, "batch_size": stage.batch_size, "grad_accum": stage.grad_accum,
                   "seed": spec.seed if stage.seed is None else stage.seed, "eval_batches": 4,
                   "log_every": stage.log_every},
         "output_dir": str(folder)})

@@ -14,6 +14,8 @@ from typing import Optional
 from ..config import EncoderConfig, ModelConfig, build
 from ..errors import ConfigError
 
+SAMPLING = ("random", "group_by_length", "batch_rebalance")  # data.sampling
+
 
 @dataclass
 class LossWeights:
@@ -41,7 +43,10 @@ class DataConfig:
     eval_fraction: float = 0.0
     media_root: Optional[str] = None  # relative media paths start here (default: the data file's folder)
     num_workers: int = 0  # DataLoader workers loading media
-    group_by_length: bool = False  # batch conversations of like length (less padding); random order otherwise
+    # how batches are drawn (transformers' train_sampling_strategy names): random | group_by_length (batches of
+    # like-length conversations, in random order) | batch_rebalance (each optimizer step draws batch_size x
+    # grad_accum random conversations and splits them by length into grad_accum micro-batches)
+    sampling: str = "random"
 
 
 @dataclass
@@ -109,6 +114,11 @@ def load_recipe(source: str | Path | dict, overrides: list[str] | None = None) -
             raise ConfigError(f"{name} must be >= {low}, got {value}")
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision must be no, bf16 or fp16, got {t.mixed_precision!r}")
+    if recipe.data.sampling not in SAMPLING:
+        raise ConfigError(f"data.sampling must be one of {', '.join(SAMPLING)}, got {recipe.data.sampling!r}")
+    if recipe.data.sampling == "batch_rebalance" and t.grad_accum < 2:
+        raise ConfigError("data.sampling=batch_rebalance splits each optimizer step into train.grad_accum micro-batches "
+                          "by length: set train.grad_accum to 2 or more (and train.batch_size to the step's size / it)")
     if not recipe.data.train:
         raise ConfigError("data.train is empty: list at least one JSONL / LLaVA JSON file")
     if not 0.0 <= recipe.data.eval_fraction < 1.0:

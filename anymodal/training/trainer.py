@@ -28,13 +28,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
+from transformers.trainer_pt_utils import BatchRebalanceSampler
 
 from .. import bundle, config as cfg
 from ..errors import CheckpointError, ConfigError
 from ..media import Modality
 from ..model import AnyModalModel
 from ..tokens import TokenProtocol
-from .data import Collator, LengthGroupedBatches, Sample, check_samples, length_hint, read_data, split_eval
+from .data import (Collator, LengthGroupedBatches, Sample, TrainBatch, check_samples, length_hint, read_data,
+                   split_eval)
 from .recipe import Recipe
 from .stages import ModelStage, Stage
 from .toydata import build_toy
@@ -104,14 +106,33 @@ def build_model(recipe: Recipe) -> AnyModalModel:
 
 
 def train_data_loader(samples: list[Sample], recipe: Recipe, collate: Collator) -> DataLoader:
-    """Shuffled batches of ``train.batch_size``, seeded by ``train.seed``; with ``data.group_by_length``, batches
-    of like-length conversations (``LengthGroupedBatches``) in random order."""
+    """The train batches ``data.sampling`` asks for, seeded by ``train.seed`` (and the epoch): random batches of
+    ``train.batch_size``; ``group_by_length``: batches of like-length conversations (``LengthGroupedBatches``)
+    in random order; ``batch_rebalance``: each optimizer step's ``batch_size x grad_accum`` random conversations
+    sorted by length into ``grad_accum`` micro-batches of about equal cost (transformers'
+    ``BatchRebalanceSampler``: a long conversation shares its micro-batch with few others)."""
     t, data = recipe.train, recipe.data
-    if data.group_by_length:
-        batches = LengthGroupedBatches([length_hint(s) for s in samples], t.batch_size, t.seed)
-        return DataLoader(samples, batch_sampler=batches, collate_fn=collate, num_workers=data.num_workers)
-    return DataLoader(samples, batch_size=t.batch_size, shuffle=True, collate_fn=collate, num_workers=data.num_workers,
-                      generator=torch.Generator().manual_seed(t.seed))
+    if data.sampling == "random":
+        return DataLoader(samples, batch_size=t.batch_size, shuffle=True, collate_fn=collate,
+                          num_workers=data.num_workers, generator=torch.Generator().manual_seed(t.seed))
+    lengths = [length_hint(s) for s in samples]
+    if data.sampling == "group_by_length":
+        batches = LengthGroupedBatches(lengths, t.batch_size, t.seed)
+    else:
+        if len(samples) < t.batch_size * t.grad_accum:
+            raise ConfigError(f"data.sampling=batch_rebalance draws {t.batch_size} x {t.grad_accum} conversations a "
+                              f"step; data.train holds {len(samples)}: lower train.batch_size or train.grad_accum")
+        batches = BatchRebalanceSampler(lengths, t.batch_size * t.grad_accum, dp_size=1, grad_accum=t.grad_accum,
+                                        seed=t.seed)
+    return DataLoader(samples, batch_sampler=batches, collate_fn=collate, num_workers=data.num_workers)
+
+
+def micro_batch_weight(batch: TrainBatch, recipe: Recipe) -> float:
+    """What a micro-batch's loss counts for in its step, relative to a full ``train.batch_size`` one. 1 but under
+    ``batch_rebalance``, whose micro-batches differ in size: weighting each by its share of the step's
+    conversations keeps every conversation's weight what it is in one random batch of ``batch_size x
+    grad_accum``."""
+    return batch.num_samples / recipe.train.batch_size if recipe.data.sampling == "batch_rebalance" else 1.0
 
 
 def trainable_groups(module: nn.Module) -> dict[str, int]:
@@ -214,7 +235,7 @@ class Trainer:
             for batch in loader:
                 with acc.accumulate(self.module):
                     loss, terms = self.module(batch)
-                    acc.backward(loss)
+                    acc.backward(loss * micro_batch_weight(batch, self.recipe))
                     if acc.sync_gradients and self.recipe.optim.max_grad_norm:
                         acc.clip_grad_norm_(self.trainable, self.recipe.optim.max_grad_norm)
                     self.optimizer.step()
