@@ -152,6 +152,19 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(toy, tmp_path, monkeyp
         assert torch.equal(a[key], b[key]), key
 
 
+def test_deterministic_training_reproduces_a_run_bit_for_bit(toy, tmp_path):
+    knobs = ["train.steps=6", "train.batch_size=4", "train.deterministic=true"]
+    try:
+        runs = [trained_state(Trainer(recipe(toy, tmp_path / name, "instruction_tuning", *knobs)).fit())
+                for name in ("first", "second")]
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)  # process-wide: leave the other tests as they were
+    assert runs[0].keys() == runs[1].keys()
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key]), key
+
+
 def test_resume_without_a_checkpoint_says_so(toy, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint under"):
         Trainer(recipe(toy, tmp_path, "encoder_alignment", "train.steps=2")).fit(resume=True)

@@ -66,6 +66,9 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
     seed: int = 0
+    # torch.use_deterministic_algorithms for the whole process: with two CPU threads, two runs of one recipe
+    # otherwise drift apart (kernels sum in no fixed order) and unstable stages amplify it
+    deterministic: bool = False
     eval_every: int = 0  # steps between evaluations (0 = only at the end, when there is eval data)
     eval_batches: int = 0  # batches per evaluation (0 = the whole eval split)
     checkpoint_every: int = 0  # steps between checkpoints (0 = none)

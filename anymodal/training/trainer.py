@@ -99,7 +99,8 @@ def load_samples(recipe: Recipe, config: cfg.ModelConfig) -> tuple[list[Sample],
 
 
 def build_model(recipe: Recipe) -> AnyModalModel:
-    set_seed(recipe.train.seed)  # fresh projections and LoRA start the same on every rank and every resume
+    # fresh projections and LoRA start the same on every rank and every resume
+    set_seed(recipe.train.seed, deterministic=recipe.train.deterministic)
     if recipe.init_from is not None:
         return AnyModalModel.from_pretrained(recipe.init_from)
     return AnyModalModel.from_config(recipe.model)
