@@ -79,6 +79,7 @@ class ToyWorldSpec:
     stages: list[StageStep] = field(default_factory=list)
     eval_items: int = 256  # test items scored per path
     threads: int = 0  # torch intra-op threads (0 = torch's default)
+    deterministic: bool = False  # the stages' train.deterministic: two runs of the stages end the same
     workers: int = 1  # steps run at once, each in a process of its own, sharing the threads (1 = all in this one)
 
 
@@ -328,6 +329,7 @@ def _stage(folder: Path, out: Path, stage: StageStep, spec: ToyWorldSpec, previo
                  "sampling": stage.sampling},
         "optim": {"lr": stage.lr, "scheduler": stage.scheduler, "warmup_steps": stage.warmup_steps},
         "train": {"steps": stage.steps, "batch_size": stage.batch_size, "grad_accum": stage.grad_accum,
+                  "deterministic": spec.deterministic,
                   "seed": spec.seed if stage.seed is None else stage.seed, "eval_batches": 4,
                   "log_every": stage.log_every},
         "output_dir": str(folder)})
