@@ -106,10 +106,10 @@ def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp
     monkeypatch.setattr(training, "load_recipe", lambda config: config)
     monkeypatch.setattr(training, "Trainer", RecordingTrainer)
     monkeypatch.setattr(recipe, "_task_files", lambda out, names, split: [f"{split}.jsonl"])
-    spec = recipe.load(ALL, ["toyworld.seed=3", "toyworld.deterministic=true", "toyworld.stages.1.seed=5",
+    spec = recipe.load(ALL, ["toyworld.seed=3", "toyworld.deterministic=false", "toyworld.stages.1.seed=5",
                              "toyworld.stages.1.trains=[output_projections]", "toyworld.stages.1.sampling=group_by_length",
                              "toyworld.stages.1.batch_size=4", "toyworld.stages.1.grad_accum=3"])
     for stage in spec.stages[:2]:
         recipe._stage(tmp_path / stage.folder, tmp_path, stage, spec, previous="before")
     assert seeds == [3, 5] and trains == [None, ["output_projections"]]
-    assert batching == [("random", 16, 1, True), ("group_by_length", 4, 3, True)]
+    assert batching == [("random", 16, 1, False), ("group_by_length", 4, 3, False)]
