@@ -83,10 +83,20 @@ class LogMelFeatures:
     hop_length: int = 320  # 20 ms, as HuBERT's frame rate
     silence_db: float = 35.0  # frames this far below the clip's loudest are silence; 0 = no silence unit
     smoothing: int = 3  # majority window over frame units (1 or 3)
+    # > 0: each frame also carries its delta (the log-mel slope over +-deltas frames, torchaudio's compute_deltas),
+    # so a unit tells a vowel gliding into a nasal from a nasal opening into the vowel, not only the order of units
+    deltas: int = 0
+
+    @property
+    def dim(self) -> int:
+        """Values per frame: the mel bins, twice with deltas."""
+        return self.n_mels * (2 if self.deltas else 1)
 
     def __post_init__(self):
         if self.smoothing not in (1, 3):
             raise ConfigError(f"smoothing must be 1 (none) or 3 (3-frame majority), got {self.smoothing}")
+        if self.deltas < 0:
+            raise ConfigError(f"deltas must be >= 0 (0 turns delta features off), got {self.deltas}")
         if self.silence_db < 0:
             raise ConfigError(f"silence_db must be >= 0 (0 turns the silence unit off), got {self.silence_db}")
 
@@ -118,7 +128,8 @@ class LogMelUnitizer:
 
     # ---------------------------------------------------------------------------------------- frames
     def frames(self, audio: Audio) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel frames [T, n_mels] (dB) and a speech mask [T] (False = silence) of one clip."""
+        """Log-mel frames [T, n_mels] (dB; [T, 2 * n_mels] with their deltas) and a speech mask [T] (False =
+        silence) of one clip."""
         waveform = prepare_speech(audio, max_seconds=float("inf"), sample_rate=self.features.sample_rate).waveform[0]
         peak = waveform.abs().max()
         if peak == 0:
@@ -126,6 +137,9 @@ class LogMelUnitizer:
                              f"speech to turn into units")
         power = self.mel(waveform / peak)  # [n_mels, T]; peak-normalised so loudness does not move units
         log_mel = 10 * torch.log10(power.T + 1e-10)  # [T, n_mels]
+        if self.features.deltas:
+            slope = torchaudio.functional.compute_deltas(log_mel.T, win_length=2 * self.features.deltas + 1).T
+            log_mel = torch.cat([log_mel, slope], dim=1)  # [T, 2 * n_mels]
         energy = 10 * torch.log10(power.sum(0) + 1e-10)  # [T] dB
         speech = energy > energy.max() - self.features.silence_db if self.features.silence_db > 0 \
             else torch.ones_like(energy, dtype=torch.bool)
@@ -136,7 +150,7 @@ class LogMelUnitizer:
             restarts: int = 1) -> "LogMelUnitizer":
         """K-means over the speech frames of ``clips``; ``num_units`` counts the silence unit."""
         features = features or LogMelFeatures()
-        unitizer = cls(UnitQuantizer(torch.zeros(1, features.n_mels).numpy()), features)  # for frames() only
+        unitizer = cls(UnitQuantizer(torch.zeros(1, features.dim).numpy()), features)  # for frames() only
         frames = []
         for clip in clips:
             log_mel, speech = unitizer.frames(clip)
@@ -191,9 +205,9 @@ class LogMelUnitizer:
             raise CheckpointError(f"{directory / UNITIZER_FILE}: bad log-mel features ({e}); "
                                   f"save the unitizer again") from None
         quantizer = UnitQuantizer.load(directory)
-        if quantizer.source != "log-mel" or quantizer.dim != features.n_mels:
+        if quantizer.source != "log-mel" or quantizer.dim != features.dim:
             raise CheckpointError(f"{directory}: the quantizer holds {quantizer.dim}-dim {quantizer.source!r} "
-                                  f"centroids, not {features.n_mels}-bin log-mel ones; save the unitizer again")
+                                  f"centroids, not {features.dim}-value log-mel frames; save the unitizer again")
         return cls(quantizer, features)
 
 

@@ -175,3 +175,28 @@ def test_one_modality_per_batch(encoder):
         encoder.preprocess([items[Modality.IMAGE][0], "some text"])
     with pytest.raises(MediaError, match="at least one item"):
         encoder.preprocess([])
+
+
+def test_frame_tokens_add_frames_embedded_as_images(model, tmp_path):
+    """frame_tokens=N: a video gives its clip embedding, then N evenly spaced frames exactly as images would."""
+    encoder = ImageBindEncoder(model, frame_tokens=2)
+    assert encoder.tokens_per_item == 3 and encoder.modalities == (Modality.VIDEO,)
+    videos = media_items()[Modality.VIDEO]  # 6 and 7 frames
+    emb = encoder.encode(encoder.preprocess(videos))
+    assert emb.shape == (2, 3, 32)
+    plain = ImageBindEncoder(model)
+    torch.testing.assert_close(emb[:, :1], plain.encode(plain.preprocess(videos)), rtol=1e-5, atol=1e-5)
+    for item, embedded in zip(videos, emb):
+        last = item.frames.shape[0] - 1
+        frames = plain.encode(plain.preprocess([Image(item.frames[0]), Image(item.frames[last])]))  # [2, 1, D]
+        torch.testing.assert_close(embedded[1:], frames[:, 0], rtol=1e-5, atol=1e-5)
+    middle = ImageBindEncoder(model, frame_tokens=1).encode(ImageBindEncoder(model, frame_tokens=1).preprocess(videos[:1]))
+    torch.testing.assert_close(middle[0, 1], plain.encode(plain.preprocess([Image(videos[0].frames[3])]))[0, 0],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(MediaError, match="encodes videos only.*encoders.video"):
+        encoder.preprocess(media_items()[Modality.IMAGE])
+    with pytest.raises(ConfigError, match="frame_tokens"):
+        ImageBindEncoder(model, frame_tokens=-1)
+    plain.save_pretrained(tmp_path / "ib")
+    again = ImageBindEncoder.from_pretrained(tmp_path / "ib", frame_tokens=2)
+    torch.testing.assert_close(again.encode(again.preprocess(videos)), emb, rtol=1e-5, atol=1e-5)

@@ -352,3 +352,28 @@ def test_answer_turn_writes_the_answer_as_the_model_wrote_it(model):
     block = model.protocol.signal_text(Modality.IMAGE)
     assert turn.role == "assistant" and turn.media == []
     assert turn.text == f"here {block} [RET] <sosp><u1><u2><eosp>"
+
+
+def test_imagebind_frame_tokens_give_a_video_its_frames(tiny_root, tmp_path):
+    """encoders.video with ``options: {frame_tokens: 1}``: each video fills (1 clip + 1 frame) x k placeholders, and
+    the bundle comes back with the same encoder options."""
+    from anymodal.config import EncoderConfig, InputProjectionConfig
+    from anymodal.media import Video
+    from encoders.imagebind import TINY, ImageBindEncoder
+
+    torch.manual_seed(0)
+    ImageBindEncoder.from_config(TINY).save_pretrained(tmp_path / "imagebind")
+    config = tiny_config(tiny_root, decoders=False, retrieval=False)
+    config.encoders["video"] = EncoderConfig(name="imagebind", name_or_path=str(tmp_path / "imagebind"),
+                                             options={"frame_tokens": 1}, projection=InputProjectionConfig(tokens=2))
+    model = AnyModalModel.from_config(config).eval()
+    video = Video(torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(3)), fps=8.0)
+    example = model.processor.encode([Turn.user("describe the video", video)])
+    assert example.input_ids.count(model.protocol.placeholder_id(Modality.VIDEO)) == 4
+    assert model.encode_media(Modality.VIDEO, [video]).shape[:2] == (1, 4)
+    batch = model.processor.collate([example])
+    model.save_pretrained(tmp_path / "bundle")
+    loaded = AnyModalModel.from_pretrained(tmp_path / "bundle")
+    assert loaded.encoders["video"].tokens_per_item == 2
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, loaded(batch).logits)

@@ -1,9 +1,12 @@
 """Speech: checked input, log-mel units, Griffin-Lim vocoder, chain-of-modality templates, the speech pipeline."""
 
+import json
+
 import numpy as np
 import pytest
 import soundfile
 import torch
+import torchaudio
 from torchaudio.functional import edit_distance
 
 from anymodal.errors import CheckpointError, ConfigError, MediaError, TokenProtocolError
@@ -11,7 +14,7 @@ from anymodal.media import Audio, Units
 from anymodal.speech import TASKS, ChainExample, ChainOfModality, ids_to_parts, load_unitizer
 from anymodal.tokens import units_text
 from anymodal.speech_features import LogMelFeatures, LogMelUnitizer, prepare_speech, read_speech
-from anymodal.speech_units import dedup
+from anymodal.speech_units import UnitQuantizer, dedup
 from decoders.griffinlim import GriffinLimVocoder
 from safetensors.torch import load_file, save_file
 from anymodal.speech_synth import RATE, corpus, utterance
@@ -101,6 +104,27 @@ def test_smoothing_and_silence_options(clips):
     assert blips(smooth) == 0 and blips(frames) >= blips(smooth) and len(smooth) == len(frames)
     with pytest.raises(ConfigError, match="smoothing"):
         LogMelFeatures(smoothing=5)
+
+
+def test_delta_features_are_the_log_mel_slope_and_saved(clips, tmp_path):
+    """deltas=N: each frame is its log-mel followed by torchaudio's delta over +-N frames; the unitizer keeps the
+    setting, and centroids of other features are refused on load."""
+    plain = LogMelUnitizer(UnitQuantizer(np.zeros((1, 64), np.float32)), LogMelFeatures())
+    withd = LogMelUnitizer.fit(clips[:32], num_units=16, features=LogMelFeatures(deltas=2), seed=0)
+    (log_mel, speech), (both, speech_again) = plain.frames(clips[40]), withd.frames(clips[40])
+    assert both.shape == (log_mel.shape[0], 128) and withd.quantizer.dim == 128 and torch.equal(speech, speech_again)
+    torch.testing.assert_close(both[:, :64], log_mel)
+    torch.testing.assert_close(both[:, 64:], torchaudio.functional.compute_deltas(log_mel.T, win_length=5).T)
+    units = withd.units(clips[40])
+    folder = withd.save(tmp_path / "deltas")
+    assert load_unitizer(folder).units(clips[40]) == units
+    meta = json.loads((folder / "unitizer.json").read_text())
+    meta["features"]["deltas"] = 0
+    (folder / "unitizer.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="128-dim.*not 64-value"):
+        load_unitizer(folder)
+    with pytest.raises(ConfigError, match="deltas"):
+        LogMelFeatures(deltas=-1)
 
 
 def test_dedup_collapses_repeats():

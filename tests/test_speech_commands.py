@@ -47,6 +47,9 @@ def test_speech_build_and_vocoder_train_commands(clips, tmp_path, capsys):
                  str(tmp_path / "hifigan"), "--steps", "2", "--batch-size", "2", "--segment-frames", "8"]) == 0
     assert UnitVocoder.from_pretrained(tmp_path / "hifigan").num_units == 12
     assert "loss" in capsys.readouterr().out
+    assert main(["speech-build", str(folder), "--units", "12", "--deltas", "2", "--out", str(tmp_path / "d")]) == 0
+    with_deltas = load_unitizer(tmp_path / "d" / "unitizer")
+    assert with_deltas.features.deltas == 2 and with_deltas.quantizer.dim == 2 * unitizer.quantizer.dim
     (tmp_path / "empty").mkdir()
     assert main(["speech-build", str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 2
     assert "no speech files" in capsys.readouterr().err

@@ -13,6 +13,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder (writes unitizer/ and vocoder/)")
     parser.add_argument("--silence-db", type=float, default=35.0, help="frames this far below the loudest are "
                                                                      "silence; 0 = no silence unit (default 35)")
+    parser.add_argument("--deltas", type=int, default=0, help="also cluster each frame's log-mel slope over +-N "
+                                                               "frames: units that mark transitions (default 0: off)")
     parser.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
     parser.set_defaults(func=run)
 
@@ -22,7 +24,7 @@ def run(args) -> int:
     from ..speech_features import LogMelFeatures, read_speech_files
 
     clips = read_speech_files(args.inputs)
-    unitizer, vocoder = build_log_mel_speech(clips, args.units, LogMelFeatures(silence_db=args.silence_db), args.seed)
+    unitizer, vocoder = build_log_mel_speech(clips, args.units, LogMelFeatures(silence_db=args.silence_db, deltas=args.deltas), args.seed)
     out = Path(args.out)
     unitizer.save(out / "unitizer")
     vocoder.save_pretrained(out / "vocoder")

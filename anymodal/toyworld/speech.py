@@ -30,9 +30,12 @@ from . import metrics
 from .render import WorldItem, one_thread, world_items
 
 SPEECH_TASKS = ("transcribe", "spoken_question", "chain")
-# the notes' "clean" recipe (silence unit, 3-frame majority smoothing; peak normalisation is always on) and plain
-# k-means over every frame, for comparison
-FEATURES = {"clean": LogMelFeatures(silence_db=35.0, smoothing=3), "plain": LogMelFeatures(silence_db=0.0, smoothing=1)}
+# the notes' "clean" recipe (silence unit, 3-frame majority smoothing; peak normalisation is always on), the same
+# with delta features (units that tell "circle", a vowel then a nasal, from "cross", the nasal then the vowel, without
+# their order), and plain k-means over every frame, for comparison
+FEATURES = {"clean": LogMelFeatures(silence_db=35.0, smoothing=3),
+            "deltas": LogMelFeatures(silence_db=35.0, smoothing=3, deltas=2),
+            "plain": LogMelFeatures(silence_db=0.0, smoothing=1)}
 
 
 def training_speech(items: list[WorldItem]) -> list[Audio]:

@@ -1,6 +1,9 @@
 """ImageBind as an anymodal ``Encoder``: any of its modalities -> one unit-length embedding per item, [B, 1, D].
 
-Images and videos both go through the vision tower (a video as 5 clips x 3 crops, averaged). Text items are
+Images and videos both go through the vision tower (a video as 5 clips x 3 crops, averaged). With
+``frame_tokens=N`` an encoder takes videos only and gives 1 + N embeddings per video, [B, 1 + N, D]: the clip
+embedding, then N evenly spaced frames embedded as images (as video LLMs feed per-frame image features): a clip's
+tubelets blur a moving object's shape, which a still frame keeps. Text items are
 plain strings. Audio is downmixed to mono and resampled to 16 kHz; depth maps of ``kind="metres"`` become
 disparity. Everything per item happens in ``preprocess``; ``encode`` is one batched forward pass.
 
@@ -106,28 +109,34 @@ PREPROCESS = {Modality.IMAGE: _image, Modality.VIDEO: _video, Modality.AUDIO: _a
 
 class ImageBindEncoder(nn.Module):
     """The Encoder contract over ``ImageBindModel``. Frozen (eval, no gradients) unless ``trainable=True``.
-    ``preprocess`` is a ``ClipSettings`` block (a dict; None: the reference's clips)."""
+    ``preprocess`` is a ``ClipSettings`` block (a dict; None: the reference's clips). ``frame_tokens`` > 0: a
+    video-only encoder that adds that many frame embeddings per video (the module docstring)."""
 
-    modalities = tuple(INPUT_KEYS)
-    tokens_per_item = 1
     default_checkpoint = str(DEFAULT_CHECKPOINT)  # where `anymodal encode` looks without --encoder-path
 
-    def __init__(self, model: ImageBindModel, trainable: bool = False, preprocess: dict[str, Any] | None = None):
+    def __init__(self, model: ImageBindModel, trainable: bool = False, preprocess: dict[str, Any] | None = None,
+                 frame_tokens: int = 0):
         super().__init__()
+        if frame_tokens < 0:
+            raise ConfigError(f"frame_tokens must be 0 or more, got {frame_tokens}")
         self.model = model
         self.clips = ClipSettings.from_dict(preprocess)
         self.embed_dim = model.config["out_embed_dim"]
+        self.frame_tokens = frame_tokens
+        self.modalities = (Modality.VIDEO,) if frame_tokens else tuple(INPUT_KEYS)
+        self.tokens_per_item = 1 + frame_tokens
         if not trainable:
             self.model.eval().requires_grad_(False)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None, trainable: bool = False,
-                        preprocess: dict[str, Any] | None = None, **spec: Any) -> "ImageBindEncoder":
+                        preprocess: dict[str, Any] | None = None, frame_tokens: int = 0,
+                        **spec: Any) -> "ImageBindEncoder":
         """The official ``imagebind_huge.pth`` (or any ``.pth`` in that layout), or a folder holding one with an
         optional ``config.json`` of ImageBindModel arguments and a ``"preprocess"`` block (as ``save_pretrained``
         writes). Without a config the huge spec and the reference's clips are used; keyword arguments
-        (``preprocess`` settings, model sizes) override it."""
+        (``preprocess`` settings, model sizes) override it; ``frame_tokens``: see the class."""
         path = Path(name_or_path)
         config = dict(HUGE)
         if path.is_dir():
@@ -142,7 +151,8 @@ class ImageBindEncoder(nn.Module):
         model = load_imagebind(path, **{**config, **spec})
         if dtype is None and next(model.parameters()).dtype == torch.float16:
             dtype = torch.float32  # weights stored in half (to stay small) compute in float32 unless asked otherwise
-        return cls(model.to(device=device, dtype=dtype), trainable=trainable, preprocess=clips)
+        return cls(model.to(device=device, dtype=dtype), trainable=trainable, preprocess=clips,
+                   frame_tokens=frame_tokens)
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None = None, trainable: bool = False) -> "ImageBindEncoder":
@@ -178,20 +188,41 @@ class ImageBindEncoder(nn.Module):
             names = sorted(str(kind and kind.value) for kind in kinds)
             raise MediaError(f"one modality per batch: got {names}; split the items")
         modality = kinds.pop()
+        if modality not in self.modalities:
+            raise MediaError(f"this ImageBind encoder has frame_tokens={self.frame_tokens} and encodes videos only, "
+                             f"got {modality.value}; configure it under encoders.video, another one for the rest")
         if modality == Modality.TEXT:
             inputs = tokenize(items)  # [B, 77]
         else:
             inputs = torch.stack([PREPROCESS[modality](item, self.model.config, self.clips) for item in items])
-        return MediaBatch(modality, {INPUT_KEYS[modality]: inputs})
+        tensors = {INPUT_KEYS[modality]: inputs}
+        if self.frame_tokens:
+            tensors["frames"] = torch.stack([self._frames(item) for item in items])  # [B, N, 3, S, S]
+        return MediaBatch(modality, tensors)
+
+    def _frames(self, video: Video) -> torch.Tensor:
+        """``frame_tokens`` evenly spaced frames of ``video``, each as an image: [N, 3, S, S]. One frame: the middle
+        one; two or more: from the first to the last."""
+        count = video.frames.shape[0]
+        if self.frame_tokens == 1:
+            chosen = [count // 2]
+        else:
+            chosen = torch.linspace(0, count - 1, self.frame_tokens).round().long().tolist()
+        return torch.stack([_image(Image(video.frames[i]), self.model.config, self.clips) for i in chosen])
 
     @torch.inference_mode()
     def encode(self, batch: MediaBatch) -> torch.Tensor:
-        """[B, 1, D] unit-length embeddings, comparable across modalities by dot product."""
+        """[B, 1, D] unit-length embeddings, comparable across modalities by dot product ([B, 1 + N, D] with
+        ``frame_tokens`` N: the clip, then its frames as images)."""
         if batch.modality not in INPUT_KEYS:
             known = [m.value for m in INPUT_KEYS]
             raise MediaError(f"ImageBind does not encode {batch.modality.value}; it takes {known}")
         param = next(self.model.parameters())
         key = INPUT_KEYS[batch.modality]
         inputs = batch.to(param.device, param.dtype).tensors[key]
-        embedding = self.model({key: inputs})[key]  # [B, D], scaled by the modality's temperature
-        return F.normalize(embedding, dim=-1)[:, None]  # [B, 1, D]
+        embedding = self.model({key: inputs})[key][:, None]  # [B, 1, D], scaled by the modality's temperature
+        if self.frame_tokens:
+            frames = batch.to(param.device, param.dtype).tensors["frames"]  # [B, N, 3, S, S]
+            frame_embeddings = self.model({"vision": frames.flatten(0, 1)})["vision"]  # [B * N, D]
+            embedding = torch.cat([embedding, frame_embeddings.unflatten(0, frames.shape[:2])], dim=1)  # [B, 1 + N, D]
+        return F.normalize(embedding, dim=-1)
