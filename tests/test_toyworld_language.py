@@ -101,7 +101,7 @@ def test_build_speech_writes_parts_and_metrics_last(tmp_path, tiny_judges):
     metrics = build_speech(out, train_items=8, eval_items=4, units=16, judges=tiny_judges, progress=False)
     assert load_unitizer(out / "unitizer").num_units == 16
     assert GriffinLimVocoder.from_pretrained(out / "vocoder").num_units == 16
-    assert set(metrics["recipes"]) == {"clean", "plain"} and metrics["recipe"] == "clean"
+    assert set(metrics["recipes"]) == {"clean", "deltas", "plain"} and metrics["recipe"] == "deltas"
     for result in metrics["recipes"].values():
         assert 0.0 < result["unit_accuracy"] <= 1.0 and 0.0 <= result["judged_words"] <= 1.0
     assert json.loads((out / "metrics.json").read_text()) == metrics

@@ -48,7 +48,7 @@ def training_speech(items: list[WorldItem]) -> list[Audio]:
 
 
 def build_speech(out: str | Path, *, seed: int = 0, train_items: int = 256, eval_items: int = 64, units: int = 32,
-                 recipe: str = "clean", judges: str | Path | None = None, progress: bool = True) -> dict:
+                 recipe: str = "deltas", judges: str | Path | None = None, progress: bool = True) -> dict:
     """Fit the unitizer (``units`` K, the silence unit included) and the Griffin-Lim vocoder on ``train_items``
     train-split items with the ``recipe`` features (FEATURES), write ``out/unitizer``, ``out/vocoder`` and
     ``out/metrics.json`` (last). The metrics compare every recipe of FEATURES on ``eval_items`` validation items;
