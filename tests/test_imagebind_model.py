@@ -190,7 +190,8 @@ def test_frame_tokens_add_frames_embedded_as_images(model, tmp_path):
         last = item.frames.shape[0] - 1
         frames = plain.encode(plain.preprocess([Image(item.frames[0]), Image(item.frames[last])]))  # [2, 1, D]
         torch.testing.assert_close(embedded[1:], frames[:, 0], rtol=1e-5, atol=1e-5)
-    middle = ImageBindEncoder(model, frame_tokens=1).encode(ImageBindEncoder(model, frame_tokens=1).preprocess(videos[:1]))
+    one_frame = ImageBindEncoder(model, frame_tokens=1)
+    middle = one_frame.encode(one_frame.preprocess(videos[:1]))
     torch.testing.assert_close(middle[0, 1], plain.encode(plain.preprocess([Image(videos[0].frames[3])]))[0, 0],
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(MediaError, match="encodes videos only.*encoders.video"):

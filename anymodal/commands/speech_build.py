@@ -24,7 +24,8 @@ def run(args) -> int:
     from ..speech_features import LogMelFeatures, read_speech_files
 
     clips = read_speech_files(args.inputs)
-    unitizer, vocoder = build_log_mel_speech(clips, args.units, LogMelFeatures(silence_db=args.silence_db, deltas=args.deltas), args.seed)
+    features = LogMelFeatures(silence_db=args.silence_db, deltas=args.deltas)
+    unitizer, vocoder = build_log_mel_speech(clips, args.units, features, args.seed)
     out = Path(args.out)
     unitizer.save(out / "unitizer")
     vocoder.save_pretrained(out / "vocoder")

@@ -219,10 +219,10 @@ class ImageBindEncoder(nn.Module):
             raise MediaError(f"ImageBind does not encode {batch.modality.value}; it takes {known}")
         param = next(self.model.parameters())
         key = INPUT_KEYS[batch.modality]
-        inputs = batch.to(param.device, param.dtype).tensors[key]
-        embedding = self.model({key: inputs})[key][:, None]  # [B, 1, D], scaled by the modality's temperature
+        tensors = batch.to(param.device, param.dtype).tensors
+        embedding = self.model({key: tensors[key]})[key][:, None]  # [B, 1, D], scaled by the modality's temperature
         if self.frame_tokens:
-            frames = batch.to(param.device, param.dtype).tensors["frames"]  # [B, N, 3, S, S]
-            frame_embeddings = self.model({"vision": frames.flatten(0, 1)})["vision"]  # [B * N, D]
+            frames = tensors["frames"]  # [B, N, 3, S, S]
+            frame_embeddings = self.model({key: frames.flatten(0, 1)})[key]  # [B * N, D]: video and image share vision
             embedding = torch.cat([embedding, frame_embeddings.unflatten(0, frames.shape[:2])], dim=1)  # [B, 1 + N, D]
         return F.normalize(embedding, dim=-1)
