@@ -56,7 +56,7 @@ def test_finished_steps_are_skipped_and_each_records_its_time(tmp_path, monkeypa
 def test_a_step_failing_in_a_worker_names_itself_and_its_log_and_keeps_what_finished(tmp_path):
     spec = recipe.load(ALL, [f"toyworld.output_dir={tmp_path}", "toyworld.workers=2", "toyworld.threads=2",
                              "toyworld.world={train: 8, eval: 4}", "toyworld.judges={n: 16, steps: 1, n_eval: 4}",
-                             "toyworld.encoder={no_such_option: 1}"])
+                             "toyworld.decoders={}", "toyworld.encoder={no_such_option: 1}"])
     with pytest.raises(RuntimeError, match=r"step encoder failed: .*no_such_option.*encoder/log\.txt"):
         recipe.run(spec, progress=False)
     assert (tmp_path / "world" / "metrics.json").is_file() and (tmp_path / "judges" / "metrics.json").is_file()
@@ -83,10 +83,16 @@ def test_steps_wait_for_the_steps_whose_output_they_read():
     assert needs[later[0]] == {first} and needs["bundle"] == {"eval", later[-1]}
 
 
-def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp_path, monkeypatch):
+def test_workers_take_the_longest_steps_first():
+    names = [step.name for step in recipe._steps(recipe.load(ALL), recipe.Path("runs/x"), progress=False)]
+    assert names[:9] == ["world", "judges", "decoder_video", "decoder_audio", "decoder_image", "encoder", "llm",
+                         "speech", "index"]
+
+
+def test_a_stage_may_draw_its_own_seed_train_other_parts_and_weigh_its_losses(tmp_path, monkeypatch):
     from anymodal import training
 
-    seeds, trains, batching = [], [], []
+    seeds, trains, losses, batching = [], [], [], []
 
     class RecordingTrainer:
         last_eval: dict = {}
@@ -94,6 +100,7 @@ def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp
         def __init__(self, config):
             seeds.append(config["train"]["seed"])
             trains.append(config["stage"]["trains"])
+            losses.append(config["stage"]["losses"])
             batching.append((config["data"]["sampling"], config["train"]["batch_size"], config["train"]["grad_accum"],
                              config["train"]["deterministic"]))
 
@@ -108,8 +115,10 @@ def test_a_stage_may_draw_its_own_seed_and_train_other_parts_than_its_preset(tmp
     monkeypatch.setattr(recipe, "_task_files", lambda out, names, split: [f"{split}.jsonl"])
     spec = recipe.load(ALL, ["toyworld.seed=3", "toyworld.deterministic=false", "toyworld.stages.1.seed=5",
                              "toyworld.stages.1.trains=[output_projections]", "toyworld.stages.1.sampling=group_by_length",
-                             "toyworld.stages.1.batch_size=4", "toyworld.stages.1.grad_accum=3"])
+                             "toyworld.stages.1.batch_size=4", "toyworld.stages.1.grad_accum=3",
+                             "toyworld.stages.1.losses={signal_mse: 4.0}"])
     for stage in spec.stages[:2]:
         recipe._stage(tmp_path / stage.folder, tmp_path, stage, spec, previous="before")
     assert seeds == [3, 5] and trains == [None, ["output_projections"]]
+    assert losses == [{}, {"signal_mse": 4.0}]  # {}: the preset's weights
     assert batching == [("random", 16, 1, False), ("group_by_length", 4, 3, False)]

@@ -165,6 +165,16 @@ def test_deterministic_training_reproduces_a_run_bit_for_bit(toy, tmp_path):
         assert torch.equal(runs[0][key], runs[1][key]), key
 
 
+def test_a_recipe_without_determinism_turns_it_off_again(toy, tmp_path):
+    try:
+        Trainer(recipe(toy, tmp_path / "a", "instruction_tuning", "train.steps=1", "train.deterministic=true"))
+        assert torch.are_deterministic_algorithms_enabled()
+        Trainer(recipe(toy, tmp_path / "b", "instruction_tuning", "train.steps=1"))
+        assert not torch.are_deterministic_algorithms_enabled()  # not left on by the recipe before it
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 def test_resume_without_a_checkpoint_says_so(toy, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint under"):
         Trainer(recipe(toy, tmp_path, "encoder_alignment", "train.steps=2")).fit(resume=True)

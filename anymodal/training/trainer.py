@@ -100,7 +100,10 @@ def load_samples(recipe: Recipe, config: cfg.ModelConfig) -> tuple[list[Sample],
 
 def build_model(recipe: Recipe) -> AnyModalModel:
     # fresh projections and LoRA start the same on every rank and every resume
-    set_seed(recipe.train.seed, deterministic=recipe.train.deterministic)
+    set_seed(recipe.train.seed)
+    # process-wide, and set either way: accelerate's set_seed only ever turns it on, so a recipe without it would
+    # otherwise run with the slow deterministic kernels of any deterministic recipe before it in the process
+    torch.use_deterministic_algorithms(recipe.train.deterministic)
     if recipe.init_from is not None:
         return AnyModalModel.from_pretrained(recipe.init_from)
     return AnyModalModel.from_config(recipe.model)
