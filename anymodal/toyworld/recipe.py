@@ -48,7 +48,7 @@ class WorldStep:
 class StageStep:
     name: str = "instruction_tuning"  # a Trainer stage preset (training/stages.py)
     trains: Optional[list[str]] = None  # the parts it trains (training/stages.py PARTS; default: the preset's)
-    losses: dict[str, float] = field(default_factory=dict)  # loss weights over the preset's (stage.losses: lm, ...)
+    losses: dict[str, float] = field(default_factory=dict)  # stage.losses: lm / signal_mse / retrieval ({} = preset's)
     step: str = ""  # its folder under output_dir (default: name; two stages of one preset need two)
     data: list[str] = field(default_factory=list)  # task files: "world/<task>" or "speech/<task>" (split added)
     steps: int = 500
@@ -239,7 +239,8 @@ def _steps(spec: ToyWorldSpec, out: Path, progress: bool) -> list[Step]:
     seed = spec.seed
     # the judges, the encoder, the decoders and the LLM render their world in memory: none waits for the writer.
     # Workers take ready steps in this order: the decoders (the longest steps, in the recipe's order) before the
-    # encoder and the LLM, so that two workers end close together (parts 1915 -> ~1700 s in the run that showed it)
+    # encoder and the LLM, so that two workers end close together (with the step times of README's timed run: the
+    # parts end at ~1860 s instead of 2083, when the encoder went first and held back the sound decoder)
     steps = [Step("world", lambda folder: _world(folder, spec.world, seed, progress)),
              Step("judges", lambda folder: _judges(folder, spec.judges, seed, progress))]
     for kind, options in spec.decoders.items():
