@@ -137,6 +137,16 @@ def test_bf16_mixed_precision_trains_under_autocast_and_keeps_float32_weights(tm
         train_decoder("image", tmp_path / "fp8", mixed_precision="fp8")
 
 
+def test_a_learning_rate_schedule_decays_over_the_steps_and_unknown_ones_are_refused(tmp_path):
+    common = dict(steps=4, train_items=4, batch_size=2, n_eval=0, lr=1e-3, device="cpu", progress=False)
+    constant = train_decoder("image", tmp_path / "constant", **common)
+    cosine = train_decoder("image", tmp_path / "cosine", lr_schedule="cosine", warmup_steps=1, **common)
+    assert constant["lr_schedule"] == "constant" and constant["lr_end"] == 1e-3
+    assert cosine["lr_schedule"] == "cosine" and cosine["warmup_steps"] == 1 and cosine["lr_end"] < 1e-9
+    with pytest.raises(ConfigError, match="lr_schedule must be one of .*'cosine'"):
+        train_decoder("image", tmp_path / "bad", lr_schedule="cosin")
+
+
 def test_the_unet_predicts_velocity_and_sees_the_pooled_condition_at_every_level():
     decoder = PixelDiffusionDecoder.from_config({"modality": "image"})
     unet, scheduler = decoder.pipeline.unet, decoder.pipeline.scheduler

@@ -63,6 +63,16 @@ def test_video_moves_in_its_direction():
     assert centre[-1] - centre[0] == pytest.approx(7.0, abs=1.0)  # a pixel per frame
 
 
+def test_video_objects_stay_whole_inside_the_canvas_on_their_whole_path():
+    for item in world_items("validation", 256):
+        frames = item.render("video").frames  # [T, 3, H, W]
+        drawn = (frames - 0.5).abs().amax(1) > 0.2  # [T, H, W]: the object, not the background's noise
+        border = drawn[:, 0].any() | drawn[:, -1].any() | drawn[:, :, 0].any() | drawn[:, :, -1].any()
+        assert not border, item.thing
+        areas = drawn.sum((1, 2)).float()  # [T]
+        assert areas.min() > 0.8 * areas.max(), item.thing  # never cut off at an edge
+
+
 def test_spoken_words_are_distinct_and_unknown_words_refused():
     assert len(set(LEXICON.values())) == len(LEXICON)
     with pytest.raises(ConfigError, match="no word"):

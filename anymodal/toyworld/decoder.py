@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
 from tqdm import tqdm
 
@@ -41,10 +42,12 @@ STEPS = {"image": 3000, "sound": 1500, "video": 4000}
 # 1500 steps; without it 99% and 74% (the same sweep)
 ARCHITECTURE = {"sound": {"pooled_condition": False}}
 EVAL_BATCH = 64
+SCHEDULES = tuple(s.value for s in SchedulerType if s.value != "piecewise_constant")  # it needs a rules string
 
 
 def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int = 2048, steps: int | None = None,
-                  batch_size: int = 32, lr: float = 1e-3, ema_decay: float = 0.999, cond_dropout: float = 0.1,
+                  batch_size: int = 32, lr: float = 1e-3, lr_schedule: str = "constant", warmup_steps: int = 0,
+                  ema_decay: float = 0.999, cond_dropout: float = 0.1,
                   snr_gamma: float = 5.0, mixed_precision: str = "no", architecture: dict | None = None,
                   n_eval: int = 256, guidance_scales: tuple[float, ...] = (2.0, 3.0), sample_steps: int = 20,
                   judges_dir: str | Path | None = None, device: str | torch.device | None = None,
@@ -53,6 +56,9 @@ def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int
     ``train_items`` rendered train-split items; save it to ``out``; judge ``n_eval`` validation captions at each
     of ``guidance_scales`` (``n_eval=0`` skips judging); return the metrics written to ``out/metrics.json``.
     ``architecture`` overrides ``TINY_PIXEL`` keys, over this kind's ``ARCHITECTURE`` defaults.
+
+    ``lr_schedule``: a diffusers schedule name ("constant", "cosine", "linear", ...) over ``steps``, after
+    ``warmup_steps`` of linear warmup.
 
     ``mixed_precision``: "bf16" runs the training forward and backward under bfloat16 autocast (the weights, the
     optimizer and the EMA stay float32), "no" in float32.
@@ -64,6 +70,8 @@ def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int
     steps = STEPS[kind] if steps is None else steps
     if mixed_precision not in ("no", "bf16"):
         raise ConfigError(f"mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}")
+    if lr_schedule not in SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {SCHEDULES}, got {lr_schedule!r}")
     if steps < 1 or train_items < 1 or batch_size < 1:
         raise ConfigError(f"steps, train_items and batch_size must be positive, got {steps}, {train_items}, {batch_size}")
     out = Path(out)
@@ -80,8 +88,11 @@ def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int
     probe = _probe(decoder.pipeline, samples, captions, snr_gamma, seed)
     probe_start = probe()
     started = time.perf_counter()
-    losses = _fit(decoder.pipeline, samples, captions, steps, batch_size, lr, ema_decay, cond_dropout, snr_gamma, seed,
-                  mixed_precision == "bf16", progress)
+    optimizer = torch.optim.AdamW([*decoder.pipeline.unet.parameters(), *decoder.pipeline.text_encoder.parameters()],
+                                  lr=lr)
+    schedule = get_scheduler(lr_schedule, optimizer, num_warmup_steps=warmup_steps, num_training_steps=steps)
+    losses = _fit(decoder.pipeline, samples, captions, steps, batch_size, optimizer, schedule, ema_decay,
+                  cond_dropout, snr_gamma, seed, mixed_precision == "bf16", progress)
     train_seconds = time.perf_counter() - started
 
     pipeline = decoder.pipeline
@@ -89,12 +100,13 @@ def train_decoder(kind: str, out: str | Path, *, seed: int = 0, train_items: int
         model.half().float()
     window = max(1, min(100, steps // 10))
     metrics = {"kind": kind, "modality": MODALITY[kind], "seed": seed, "steps": steps, "train_items": train_items,
-               "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "cond_dropout": cond_dropout,
+               "batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps,
+               "ema_decay": ema_decay, "cond_dropout": cond_dropout,
                "snr_gamma": snr_gamma, "mixed_precision": mixed_precision, "architecture": architecture,
                "parameters": sum(p.numel() for m in (pipeline.unet, pipeline.text_encoder) for p in m.parameters()),
                "loss_start": sum(losses[:window]) / window, "loss_end": sum(losses[-window:]) / window,
                "probe_loss_start": probe_start, "probe_loss_end": probe(),
-               "train_seconds": round(train_seconds, 1)}
+               "lr_end": schedule.get_last_lr()[0], "train_seconds": round(train_seconds, 1)}
     if n_eval:
         started = time.perf_counter()
         metrics.update(judge_decoder(decoder, kind, n_eval, guidance_scales, sample_steps, seed, judges_dir, progress))
@@ -167,15 +179,15 @@ def _caption_ids(tokenizer, captions: list[str]) -> torch.Tensor:
                      return_tensors="pt").input_ids  # [n, tokens]
 
 
-def _fit(pipeline, samples: torch.Tensor, captions: list[str], steps: int, batch_size: int, lr: float,
+def _fit(pipeline, samples: torch.Tensor, captions: list[str], steps: int, batch_size: int, optimizer, schedule,
          ema_decay: float, cond_dropout: float, snr_gamma: float, seed: int, bf16: bool,
          progress: bool) -> list[float]:
-    """DDPM training of UNet + text encoder (``_diffusion_loss``, under bfloat16 autocast with ``bf16``); leaves the
-    EMA weights in the models. Returns the loss per step."""
+    """DDPM training of UNet + text encoder (``_diffusion_loss``, under bfloat16 autocast with ``bf16``) with
+    ``optimizer`` over their parameters and its learning-rate ``schedule``; leaves the EMA weights in the models.
+    Returns the loss per step."""
     unet, text_encoder, scheduler = pipeline.unet, pipeline.text_encoder, pipeline.scheduler
     ids, empty = _caption_ids(pipeline.tokenizer, captions), _caption_ids(pipeline.tokenizer, [""])
     parameters = [*unet.parameters(), *text_encoder.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=lr)
     ema = EMAModel(parameters, decay=ema_decay)
     generator = torch.Generator().manual_seed(seed)
     unet.train()
@@ -193,6 +205,7 @@ def _fit(pipeline, samples: torch.Tensor, captions: list[str], steps: int, batch
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
         ema.step(parameters)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
