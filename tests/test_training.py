@@ -302,8 +302,12 @@ def test_bench_train_last_line(toy, capsys, sampling):
 @pytest.mark.slow
 def test_two_gloo_processes_run_a_recipe_to_the_end(toy, tmp_path):
     script = tmp_path / "run.py"
-    script.write_text("import sys\nfrom anymodal.commands.train import run\nfrom types import SimpleNamespace\n"
-                      "sys.exit(run(SimpleNamespace(recipe=sys.argv[1], overrides=sys.argv[2:], resume=False)))\n")
+    # no DDP module may outlive the run: freed at interpreter exit, its gloo group can abort the process
+    script.write_text("import gc, sys, torch\nfrom anymodal.commands.train import run\nfrom types import SimpleNamespace\n"
+                      "code = run(SimpleNamespace(recipe=sys.argv[1], overrides=sys.argv[2:], resume=False))\n"
+                      "ddp = torch.nn.parallel.DistributedDataParallel\n"
+                      "assert not any(isinstance(o, ddp) for o in gc.get_objects()), 'a DDP module outlived the run'\n"
+                      "sys.exit(code)\n")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     # a free port, not torchrun's fixed 29500: another run on the machine may hold that one
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), str(script),

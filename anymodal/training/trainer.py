@@ -322,6 +322,10 @@ class Trainer:
             self.model.save_pretrained(target, llm_weights="llm" in self.stage.trains)
             tqdm.write(f"bundle written to {target}")
         acc.wait_for_everyone()
+        # DDP's reducer holds the gloo group past destroy_process_group; were it freed at interpreter exit, a gloo
+        # worker thread could outlive Python and abort the process ("terminate called without an active exception")
+        self.module = acc.unwrap_model(self.module)
+        acc.free_memory()  # accelerate's references to the prepared objects, then gc.collect
         acc.end_training()
         return target
 
