@@ -67,6 +67,9 @@ class EncoderConfig:
     name_or_path: str = "openai/clip-vit-large-patch14"
     options: dict[str, Any] = field(default_factory=dict)
     projection: InputProjectionConfig = field(default_factory=InputProjectionConfig)
+    # another modality whose input projection reads each item's tokens after its first: video frames embedded as
+    # images (ImageBind frame_tokens) through the image projection, which image captions teach the LLM to read
+    frames_through: Optional[str] = None
 
 
 @dataclass

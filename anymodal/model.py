@@ -48,6 +48,7 @@ class AnyModalModel(nn.Module):
         self.config, self.llm, self.tokenizer, self.protocol = config, llm, tokenizer, protocol
         self.bundle_dir = bundle_dir
         d_llm = llm.get_input_embeddings().embedding_dim
+        _check_frames_through(config, encoders)
         self.encoders = nn.ModuleDict({m.value: e for m, e in encoders.items()})
         self.input_projections = nn.ModuleDict({
             m.value: InputProjection(e.embed_dim, d_llm, config.encoders[m.value].projection) for m, e in encoders.items()})
@@ -55,8 +56,7 @@ class AnyModalModel(nn.Module):
             m: OutputProjection(d_llm, tuple(d.condition_shape), d.projection) for m, d in config.decoders.items()})
         self.retrieval_projection = (OutputProjection(d_llm, (config.retrieval.dim,), config.retrieval.projection)
                                      if config.retrieval.enabled else None)
-        self.processor = Processor(tokenizer, protocol, {m: e.tokens_per_item * self.input_projections[m.value].tokens
-                                                         for m, e in encoders.items()}, config.prompt)
+        self.processor = Processor(tokenizer, protocol, {m: self._llm_tokens_per_item(m) for m in encoders}, config.prompt)
         self._decoders: dict[Modality, Decoder] = dict(decoders or {})  # built once, on first use
         self._retriever = retriever
 
@@ -145,14 +145,29 @@ class AnyModalModel(nn.Module):
             self.config.retrieval.name_or_path = name_or_path
 
     # --------------------------------------------------------------------------------- forward
+    def _frames_projection(self, modality: Modality) -> InputProjection | None:
+        """The input projection that reads an item's tokens after its first (``frames_through``); None: its own."""
+        through = self.config.encoders[modality.value].frames_through
+        return None if through is None else self.input_projections[through]
+
+    def _llm_tokens_per_item(self, modality: Modality) -> int:
+        tokens, projection = self.encoders[modality.value].tokens_per_item, self.input_projections[modality.value]
+        frames = self._frames_projection(modality)
+        return tokens * projection.tokens if frames is None else projection.tokens + (tokens - 1) * frames.tokens
+
     def encode_media(self, modality: Modality, items: list[Media]) -> torch.Tensor:
         """Items of one modality -> projected features [N, T * k, D_llm], k the projection's tokens per encoder
-        token (gradients flow into the projection only)."""
+        token (gradients flow into the projections only). With ``frames_through``: [N, k + (T - 1) * k', D_llm],
+        the first token through this modality's projection, the rest through the named one's."""
         encoder = self.encoders[modality.value]
         projection = self.input_projections[modality.value]
         batch = encoder.preprocess(items).to(self.device)
         features = encoder.encode(batch).clone()  # [N, T, D_enc]; clone leaves inference mode
-        return projection(features.to(next(projection.parameters()).dtype))  # [N, T * k, D_llm]
+        features = features.to(next(projection.parameters()).dtype)
+        frames_projection = self._frames_projection(modality)
+        if frames_projection is None:
+            return projection(features)  # [N, T * k, D_llm]
+        return torch.cat([projection(features[:, :1]), frames_projection(features[:, 1:])], dim=1)
 
     def embed(self, input_ids: torch.Tensor, media: dict[Modality, list[Media]]) -> torch.Tensor:
         """Token embeddings with projected media features written into the placeholder positions."""
@@ -454,6 +469,25 @@ def _modality(name: str, kind: str) -> Modality:
     except ValueError:
         raise ConfigError(f"{kind} are keyed by modality; {name!r} is not one of "
                           f"{[m.value for m in Modality if m != Modality.TEXT]}") from None
+
+
+def _check_frames_through(config: cfg.ModelConfig, encoders: dict[Modality, Encoder]) -> None:
+    for modality, encoder in encoders.items():
+        through = config.encoders[modality.value].frames_through
+        if through is None:
+            continue
+        key = f"encoders.{modality.value}.frames_through"
+        if through == modality.value or through not in config.encoders:
+            others = sorted(set(config.encoders) - {modality.value})
+            raise ConfigError(f"{key} names the modality whose input projection reads the tokens after an item's "
+                              f"first; got {through!r}, the other configured encoders are {others}")
+        if encoder.tokens_per_item < 2:
+            raise ConfigError(f"{key}: {through!r} reads the tokens after an item's first, but the {modality.value} "
+                              f"encoder gives {encoder.tokens_per_item} per item; give it more (ImageBind: "
+                              f"options: {{frame_tokens: N}}) or drop {key}")
+        if encoders[Modality(through)].embed_dim != encoder.embed_dim:
+            raise ConfigError(f"{key}: the {through} projection takes {encoders[Modality(through)].embed_dim}-d "
+                              f"features, the {modality.value} encoder gives {encoder.embed_dim}-d ones")
 
 
 def _load_decoder(d: cfg.DecoderConfig, where) -> Decoder:

@@ -377,3 +377,68 @@ def test_imagebind_frame_tokens_give_a_video_its_frames(tiny_root, tmp_path):
     assert loaded.encoders["video"].tokens_per_item == 2
     with torch.no_grad():
         assert torch.equal(model(batch).logits, loaded(batch).logits)
+
+
+def test_frames_through_reads_video_frames_with_the_image_projection(tiny_root, tmp_path):
+    """``frames_through: image`` on a frame-token video encoder: the clip embedding goes through the video projection,
+    each frame through the image projection, exactly the tokens that frame gives as an image; the bundle keeps it."""
+    from anymodal.config import EncoderConfig, InputProjectionConfig
+    from anymodal.media import Video
+    from encoders.imagebind import TINY, ImageBindEncoder
+
+    torch.manual_seed(0)
+    ImageBindEncoder.from_config(TINY).save_pretrained(tmp_path / "imagebind")
+    config = tiny_config(tiny_root, decoders=False, retrieval=False)
+    config.encoders["image"] = EncoderConfig(name="imagebind", name_or_path=str(tmp_path / "imagebind"),
+                                             projection=InputProjectionConfig(tokens=3))
+    config.encoders["video"] = EncoderConfig(name="imagebind", name_or_path=str(tmp_path / "imagebind"),
+                                             options={"frame_tokens": 2}, projection=InputProjectionConfig(tokens=2),
+                                             frames_through="image")
+    model = AnyModalModel.from_config(config).eval()
+    video = Video(torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(3)), fps=8.0)
+    example = model.processor.encode([Turn.user("describe the video", video)])
+    assert example.input_ids.count(model.protocol.placeholder_id(Modality.VIDEO)) == 2 + 2 * 3
+    with torch.no_grad():
+        tokens = model.encode_media(Modality.VIDEO, [video])  # [1, 8, D]
+        first, last = (model.encode_media(Modality.IMAGE, [Image(video.frames[i])]) for i in (0, 7))
+        clip_alone = model.input_projections["video"](model.encoders["video"].encode(
+            model.encoders["video"].preprocess([video]))[:, :1])
+    assert tokens.shape[:2] == (1, 8)
+    torch.testing.assert_close(tokens[:, :2], clip_alone)
+    torch.testing.assert_close(tokens[:, 2:5], first)
+    torch.testing.assert_close(tokens[:, 5:], last)
+    batch = model.processor.collate([example])
+    model.save_pretrained(tmp_path / "bundle")
+    loaded = AnyModalModel.from_pretrained(tmp_path / "bundle")
+    assert loaded.config.encoders["video"].frames_through == "image"
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, loaded(batch).logits)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"frames_through": "audio"}, r"frames_through names .* got 'audio', the other configured encoders are \['image'\]"),
+    ({"frames_through": "video"}, "got 'video'"),
+    ({"frames_through": "image", "options": {}}, r"gives 1 per item; give it more .*frame_tokens"),
+])
+def test_frames_through_errors_name_the_fix(tiny_root, tmp_path, change, message):
+    from anymodal.config import EncoderConfig
+    from encoders.imagebind import TINY, ImageBindEncoder
+
+    ImageBindEncoder.from_config(TINY).save_pretrained(tmp_path / "imagebind")
+    config = tiny_config(tiny_root, decoders=False, retrieval=False)
+    video = {"name": "imagebind", "name_or_path": str(tmp_path / "imagebind"), "options": {"frame_tokens": 1}}
+    config.encoders["video"] = EncoderConfig(**{**video, **change})
+    with pytest.raises(ConfigError, match=message):
+        AnyModalModel.from_config(config)
+
+
+def test_frames_through_needs_features_of_the_projections_width(tiny_root, tmp_path):
+    from anymodal.config import EncoderConfig
+    from encoders.imagebind import TINY, ImageBindEncoder
+
+    ImageBindEncoder.from_config({**TINY, "out_embed_dim": 24}).save_pretrained(tmp_path / "imagebind")
+    config = tiny_config(tiny_root, decoders=False, retrieval=False)  # the image encoder: tiny CLIP, 32-d
+    config.encoders["video"] = EncoderConfig(name="imagebind", name_or_path=str(tmp_path / "imagebind"),
+                                             options={"frame_tokens": 1}, frames_through="image")
+    with pytest.raises(ConfigError, match=r"the image projection takes \d+-d features, the video encoder gives \d+-d"):
+        AnyModalModel.from_config(config)
