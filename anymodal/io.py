@@ -98,14 +98,18 @@ def read_video(path: str | Path) -> Video:
     return Video(pixels.contiguous(), fps=fps, source=str(path))
 
 
-def write_video(video: Video, path: str | Path) -> Path:
+def write_video(video: Video, path: str | Path, lossless: bool = False) -> Path:
+    """H.264 in mp4: yuv420p, which every player plays (an odd last row or column is cropped). ``lossless``: RGB
+    H.264 at qp 0 (libx264rgb), which decodes to exactly these frames, for training data: lossy x264 output varies
+    from run to run on a busy machine, and with it what a run learns. Browsers do not play it."""
     import av
 
     frames = (video.frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # [T, H, W, 3]
-    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p needs even sizes
+    height, width = frames.shape[1:3] if lossless else (frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2)
+    codec, pix_fmt, options = ("libx264rgb", "rgb24", {"qp": "0"}) if lossless else ("libx264", "yuv420p", {})
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=max(1, round(video.fps)))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream = container.add_stream(codec, rate=max(1, round(video.fps)), options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame[:height, :width].copy(), format="rgb24")))
         container.mux(stream.encode())

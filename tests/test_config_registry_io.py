@@ -66,6 +66,13 @@ def test_video_round_trip(tmp_path):
     assert loaded.frames.shape == (4, 3, 16, 16) and loaded.fps == 8
 
 
+def test_lossless_video_decodes_to_exactly_the_frames_written(tmp_path):
+    frames = (torch.rand(5, 3, 15, 17, generator=torch.Generator().manual_seed(0)) * 255).round() / 255  # odd sizes
+    loaded = io.load(io.write_video(Video(frames, fps=8), tmp_path / "a.mp4", lossless=True))
+    assert loaded.frames.shape == (5, 3, 15, 17)
+    assert torch.equal((loaded.frames * 255).round(), (frames * 255).round())
+
+
 def test_corrupt_and_truncated_images(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not a png at all")
     with pytest.raises(MediaError, match="junk.png.*not a readable image"):

@@ -6,6 +6,7 @@ import random
 import pytest
 import torch
 
+from anymodal import io
 from anymodal.cli import main
 from anymodal.config import DecoderConfig, EncoderConfig, ModelConfig, RetrievalConfig
 from anymodal.errors import CheckpointError, ConfigError, MediaError
@@ -116,6 +117,13 @@ def test_generate_twice_writes_the_same_files(world, tmp_path):
     main(["toyworld", "generate", "--out", str(tmp_path), "--n", "6", "--splits", "train"])
     for name in ("items.jsonl", "switch.jsonl", "image/0003.png", "speech/0002.wav"):
         assert (tmp_path / "train" / name).read_bytes() == (world / "train" / name).read_bytes()
+
+
+def test_world_videos_decode_to_exactly_the_rendered_frames(world):
+    """Lossless: lossy x264 output varied from run to run on a busy machine, and the stages trained on what it gave."""
+    for item in world_items("train", 6, 0)[:3]:
+        frames = io.load(world / "train" / "video" / f"{item.index:04d}.mp4").frames  # [T, 3, H, W]
+        assert torch.equal((frames * 255).round(), (item.render("video").frames.clamp(0, 1) * 255).round())
 
 
 # ------------------------------------------------------------------------------------- metrics

@@ -38,8 +38,9 @@ def write_split(out: str | Path, split: str, n: int, seed: int = 0, progress: bo
 
 def _write_item(folder: Path, world_item) -> Item:
     files = {name: f"{name}/{world_item.index:04d}{suffix}" for name, suffix in FOLDERS.items()}
-    for kind in ("image", "sound", "video", "speech"):
+    for kind in ("image", "sound", "speech"):
         io.save(world_item.render(kind), folder / files[kind])
+    io.write_video(world_item.render("video"), folder / files["video"], lossless=True)  # the same frames every run
     asked, answer, question_audio, answer_audio = world_item.spoken_question()
     io.save(question_audio, folder / files["question"])
     io.save(answer_audio, folder / files["answer"])
